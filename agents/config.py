@@ -1,0 +1,98 @@
+"""Metric configuration as plain frozen dataclasses, and the event-time window rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Mapping
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Per-queue settings; queues not listed in the YAML use the defaults."""
+
+    sl_threshold_seconds: float = 20.0
+    short_abandon_seconds: float = 5.0
+    timezone: str = "UTC"
+    daily_reset: str = "00:00"
+    sl_target: float = 0.80
+
+    @property
+    def sl_threshold_ms(self) -> int:
+        """T in milliseconds."""
+        return round(self.sl_threshold_seconds * 1000)
+
+    @property
+    def short_abandon_ms(self) -> int:
+        """S in milliseconds."""
+        return round(self.short_abandon_seconds * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Everything the pure core needs: bucket width, rolling windows and queues."""
+
+    bucket_seconds: int = 60
+    windows: tuple[tuple[str, int], ...] = (("15m", 900), ("1h", 3600))
+    defaults: QueueConfig = QueueConfig()
+    queues: Mapping[str, QueueConfig] = field(default_factory=dict)
+    day_retention_days: int = 35
+
+    def queue(self, name: str) -> QueueConfig:
+        """The configuration of one queue (the defaults when it is not listed)."""
+        return self.queues.get(name, self.defaults)
+
+    @property
+    def longest_window_seconds(self) -> int:
+        """The longest rolling window; buckets older than this may expire."""
+        return max((s for _, s in self.windows), default=0)
+
+    @property
+    def window_names(self) -> tuple[str, ...]:
+        """Window names in snapshot order: the rolling ones, then ``today``."""
+        return tuple(n for n, _ in self.windows) + ("today",)
+
+
+def bucket_start(ts_ms: int, width_s: int) -> int:
+    """The start (epoch seconds) of the event-time bucket holding ``ts_ms``."""
+    return (ts_ms // (width_s * 1000)) * width_s
+
+
+def in_rolling_window(bucket_s: int, width_s: int, window_s: int, now_ms: int) -> bool:
+    """Whether bucket ``[b, b+width)`` overlaps the last ``window_s`` seconds before ``now_ms``."""
+    return (bucket_s + width_s) * 1000 > now_ms - window_s * 1000 and bucket_s * 1000 <= now_ms
+
+
+def window_buckets(width_s: int, window_s: int, now_ms: int) -> range:
+    """Every bucket start that overlaps the rolling window ending at ``now_ms``."""
+    last = bucket_start(now_ms, width_s)
+    first = bucket_start(now_ms - window_s * 1000, width_s)
+    if not in_rolling_window(first, width_s, window_s, now_ms):
+        first += width_s
+    return range(first, last + 1, width_s)
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+@lru_cache(maxsize=256)
+def _reset_offset(daily_reset: str) -> timedelta:
+    hours, minutes = daily_reset.split(":")
+    return timedelta(hours=int(hours), minutes=int(minutes))
+
+
+def day_of(ts_ms: int, q: QueueConfig) -> str:
+    """The queue-local business day (``YYYY-MM-DD``) holding ``ts_ms``; days start at ``daily_reset``."""
+    local = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).astimezone(_zone(q.timezone))
+    # Wall-clock arithmetic on purpose: the day starts at the reset time on the local clock, DST or not.
+    return (local.replace(tzinfo=None) - _reset_offset(q.daily_reset)).date().isoformat()
+
+
+def day_end_epoch(day: str, q: QueueConfig) -> int:
+    """Epoch seconds at which the queue-local ``day`` ends (its next reset)."""
+    start = datetime.fromisoformat(day) + timedelta(days=1) + _reset_offset(q.daily_reset)
+    return int(start.replace(tzinfo=_zone(q.timezone)).timestamp())

@@ -1,0 +1,1 @@
+"""Threshold alerting: rules, lifecycle and notifiers (built out by a later issue)."""

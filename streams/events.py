@@ -1,0 +1,322 @@
+"""Event contract v1: typed events and the one decoder every path shares.
+
+Nothing else in ccmon parses event JSON. ``decode_message`` turns the bytes of
+one Kafka message (a single event or a JSON array of events) into typed events
+and ``Rejected`` items; ``decode_line`` does the same for one line of JSONL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal, Union
+
+import msgspec
+
+CONTRACT_VERSION = 1
+
+#: Timestamps must carry an offset (``Z`` or ``+02:00``) or be epoch seconds.
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Ts = Union[AwareDatetime, float]
+
+# Epoch milliseconds accepted for ``ts``: 2000-01-01 .. 2100-01-01. Anything
+# outside is a unit mistake (ms or µs sent as seconds) rather than a real time.
+_TS_MIN_MS = 946_684_800_000
+_TS_MAX_MS = 4_102_444_800_000
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
+    """Fields common to every event; ``ts_ms`` is the event time in epoch milliseconds."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    ts: Ts
+    source: str | None = None
+
+    domain: ClassVar[str] = ""
+    entity_field: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        ts = self.ts
+        if isinstance(ts, datetime):
+            ms = round(ts.timestamp() * 1000)
+        else:
+            if not math.isfinite(ts):
+                raise ValueError("`ts` must be a finite number of epoch seconds")
+            ms = round(ts * 1000)
+        if not _TS_MIN_MS <= ms < _TS_MAX_MS:
+            raise ValueError("`ts` is outside 2000-01-01..2100-01-01; send epoch *seconds* or RFC 3339")
+        msgspec.structs.force_setattr(self, "ts", ms / 1000)
+
+    @property
+    def ts_ms(self) -> int:
+        """The event time as integer epoch milliseconds (exact arithmetic downstream)."""
+        return round(self.ts * 1000)
+
+    @property
+    def type(self) -> str:
+        """The event's ``type`` tag, e.g. ``call.offered``."""
+        return type(self).__struct_config__.tag  # type: ignore[return-value]
+
+    @property
+    def entity_id(self) -> str:
+        """The id that keys this event on its topic (``call_id``, ``ticket_id``...)."""
+        return getattr(self, self.entity_field)
+
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+# --------------------------------------------------------------------- calls
+
+
+class CallEvent(Event, frozen=True):
+    """An event about one call leg ``(call_id, queue)``; topic ``<prefix>calls``."""
+
+    call_id: Id
+    queue: Name
+    domain: ClassVar[str] = "calls"
+    entity_field: ClassVar[str] = "call_id"
+
+
+class CallOffered(CallEvent, tag="call.offered", frozen=True):
+    """A call entered the queue."""
+
+    channel: Name = "voice"
+
+
+BlockReason = Literal["queue_full", "no_agents", "closed", "trunk_busy"]
+
+
+class CallBlocked(CallEvent, tag="call.blocked", frozen=True):
+    """A call was refused before it entered the queue."""
+
+    reason: BlockReason
+
+
+class CallAnswered(CallEvent, tag="call.answered", frozen=True):
+    """An agent answered the call."""
+
+    agent_id: Id
+
+
+class CallAbandoned(CallEvent, tag="call.abandoned", frozen=True):
+    """The caller hung up while waiting."""
+
+
+class CallTimedOut(CallEvent, tag="call.timed_out", frozen=True):
+    """The call left the queue by max wait or overflow."""
+
+
+class CallEnded(CallEvent, tag="call.ended", frozen=True):
+    """Talk ended."""
+
+    hold_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class CallWrapupCompleted(CallEvent, tag="call.wrapup_completed", frozen=True):
+    """The agent finished after-call work."""
+
+    agent_id: Id
+
+
+# -------------------------------------------------------------------- agents
+
+AgentStateName = Literal["available", "on_call", "wrap_up", "away", "offline"]
+
+
+class AgentState(Event, tag="agent.state", frozen=True):
+    """An agent's new state and the queues it serves; topic ``<prefix>agents``."""
+
+    agent_id: Id
+    state: AgentStateName
+    queues: list[Name]
+    reason: str | None = None
+    domain: ClassVar[str] = "agents"
+    entity_field: ClassVar[str] = "agent_id"
+
+
+# ------------------------------------------------------------------- tickets
+
+
+class TicketEvent(Event, frozen=True):
+    """An event about one ticket; topic ``<prefix>tickets``."""
+
+    ticket_id: Id
+    domain: ClassVar[str] = "tickets"
+    entity_field: ClassVar[str] = "ticket_id"
+
+
+Priority = Literal["low", "normal", "high", "urgent"]
+TicketStatus = Literal["open", "pending", "on_hold", "solved", "closed"]
+
+
+class TicketCreated(TicketEvent, tag="ticket.created", frozen=True):
+    """A ticket was opened."""
+
+    queue: Name
+    channel: Name
+    priority: Priority = "normal"
+    customer_id: Id | None = None
+
+
+class TicketReplied(TicketEvent, tag="ticket.replied", frozen=True):
+    """Someone replied on the ticket."""
+
+    author: Literal["agent", "customer"]
+    public: bool = True
+
+
+class TicketStatusChanged(TicketEvent, tag="ticket.status_changed", frozen=True):
+    """The ticket moved to a new status."""
+
+    status: TicketStatus
+
+
+class TicketAssigned(TicketEvent, tag="ticket.assigned", frozen=True):
+    """The ticket was assigned to an agent, and optionally moved to a queue."""
+
+    agent_id: Id
+    queue: Name | None = None
+
+
+class TicketEscalated(TicketEvent, tag="ticket.escalated", frozen=True):
+    """The ticket was escalated."""
+
+    level: str | int | None = None
+
+
+class TicketReopened(TicketEvent, tag="ticket.reopened", frozen=True):
+    """A solved or closed ticket was reopened."""
+
+
+# ------------------------------------------------------------------- surveys
+
+SCORE_RANGES: dict[str, tuple[int, int]] = {"csat": (1, 5), "nps": (0, 10), "ces": (1, 7)}
+
+
+class SurveyResponse(Event, tag="survey.response", frozen=True):
+    """A customer answered a CSAT, NPS or CES survey; topic ``<prefix>surveys``."""
+
+    survey_id: Id
+    kind: Literal["csat", "nps", "ces"]
+    score: int
+    queue: Name
+    agent_id: Id | None = None
+    ticket_id: Id | None = None
+    call_id: Id | None = None
+    domain: ClassVar[str] = "surveys"
+    entity_field: ClassVar[str] = "survey_id"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        lo, hi = SCORE_RANGES[self.kind]
+        if not lo <= self.score <= hi:
+            raise ValueError(f"score {self.score} is out of range for {self.kind} ({lo}-{hi})")
+
+
+AnyEvent = Union[
+    CallOffered,
+    CallBlocked,
+    CallAnswered,
+    CallAbandoned,
+    CallTimedOut,
+    CallEnded,
+    CallWrapupCompleted,
+    AgentState,
+    TicketCreated,
+    TicketReplied,
+    TicketStatusChanged,
+    TicketAssigned,
+    TicketEscalated,
+    TicketReopened,
+    SurveyResponse,
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__struct_config__.tag: cls for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+}
+DOMAINS: tuple[str, ...] = ("calls", "agents", "tickets", "surveys")
+
+
+# ----------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input that is not a valid event: the original bytes and why."""
+
+    reason: str
+    detail: str
+    raw: bytes
+
+
+Decoded = Union[Event, Rejected]
+
+_one = msgspec.json.Decoder(AnyEvent)
+_fast = msgspec.json.Decoder(Union[list[AnyEvent], AnyEvent])
+_raw_items = msgspec.json.Decoder(list[msgspec.Raw])
+_any = msgspec.json.Decoder()
+
+MAX_EVENT_BYTES = 64 * 1024
+
+
+def _reason_for(message: str) -> str:
+    """Map a msgspec validation message to a short, stable reason code."""
+    if "missing required field" in message:
+        return "missing_field"
+    if "`$.type`" in message or "`type`" in message and "Invalid value" in message:
+        return "unknown_type"
+    if "`ts`" in message or "$.ts" in message:
+        return "invalid_ts"
+    if "out of range" in message:
+        return "out_of_range"
+    return "invalid_field"
+
+
+def _decode_single(raw: bytes) -> Decoded:
+    """Decode bytes that must hold exactly one event object."""
+    if len(raw) > MAX_EVENT_BYTES:
+        return Rejected("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}", raw)
+    try:
+        return _one.decode(raw)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        if msg.startswith("Expected `object`") or msg.startswith("Expected `array | object`"):
+            return Rejected("not_an_object", f"each event must be a JSON object: {msg}", raw)
+        return Rejected(_reason_for(msg), msg, raw)
+    except msgspec.DecodeError as exc:
+        return Rejected("invalid_json", f"not valid UTF-8 JSON: {exc}", raw)
+
+
+def decode_message(raw: bytes) -> list[Decoded]:
+    """Decode one Kafka message value: a single event or a JSON array of events."""
+    try:
+        value = _fast.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass  # slow path below finds which item is bad and why
+    else:
+        return value if isinstance(value, list) else [value]
+    stripped = raw.lstrip()
+    if stripped[:1] != b"[":
+        return [_decode_single(raw)]
+    try:
+        items = _raw_items.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return [Rejected("invalid_json", f"not a valid JSON array of events: {exc}", raw)]
+    return [_decode_single(bytes(item)) for item in items]
+
+
+def decode_line(line: bytes) -> Decoded:
+    """Decode one JSONL line (a single event object)."""
+    return _decode_single(line.strip())
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode an event as contract JSON (``ts`` as epoch seconds)."""
+    return msgspec.json.encode(event)
+
+
+def event_from_dict(data: dict) -> Decoded:
+    """Validate a Python mapping (e.g. from the simulator) through the same decoder."""
+    return _decode_single(msgspec.json.encode(data))
