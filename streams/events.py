@@ -307,6 +307,16 @@ def decode_message(raw: bytes) -> list[Decoded]:
     return [_decode_single(bytes(item)) for item in items]
 
 
+def split_message(raw: bytes) -> list[bytes]:
+    """The original bytes of each event in a message (one item unless it is a JSON array)."""
+    if raw.lstrip()[:1] == b"[":
+        try:
+            return [bytes(item) for item in _raw_items.decode(raw)]
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+    return [raw]
+
+
 def decode_line(line: bytes) -> Decoded:
     """Decode one JSONL line (a single event object)."""
     return _decode_single(line.strip())

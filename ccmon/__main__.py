@@ -1,0 +1,5 @@
+"""``python -m ccmon``."""
+
+from ccmon.cli import main
+
+main()

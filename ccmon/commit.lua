@@ -1,0 +1,47 @@
+-- One batch, applied atomically: fence on the partition offsets, then counters, expiries,
+-- entity states, queue names and the new offsets. Returns {} on success, or the offset
+-- fields whose stored value differs from what the worker expected (nothing is written then).
+-- ARGV: offsets_key, then sections, each a count followed by its items:
+--   offsets (field, expected, new) | hincrby (key, field, delta) | expireat (key, ts)
+--   hset (key, field, value) | hdel (key, field) | sadd (key, member)
+local offsets = ARGV[1]
+local n = tonumber(ARGV[2])
+local bad = {}
+local i = 3
+for _ = 1, n do
+  local cur = redis.call('HGET', offsets, ARGV[i]) or '-1'
+  if cur ~= ARGV[i + 1] then bad[#bad + 1] = ARGV[i] end
+  i = i + 3
+end
+if #bad > 0 then return bad end
+i = 3
+for _ = 1, n do
+  redis.call('HSET', offsets, ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HINCRBY', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('EXPIREAT', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HDEL', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('SADD', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+return {}

@@ -1,0 +1,162 @@
+"""The one settings object: ``CCMON_*`` environment variables plus the queue YAML.
+
+It is built once at start-up and passed down; no other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agents.config import MetricsConfig, QueueConfig
+from ccmon.errors import ConfigError
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``15m`` -> 900 seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"invalid duration {text!r}; use a number and a unit, e.g. 15m, 1h, 30s, 1d")
+    return int(m.group(1)) * _UNIT[m.group(2)]
+
+
+class QueueModel(BaseModel):
+    """One queue's settings in the YAML; every field is optional and falls back to ``defaults``."""
+
+    model_config = ConfigDict(extra="forbid")
+    sl_threshold_seconds: Optional[float] = Field(default=None, gt=0)
+    short_abandon_seconds: Optional[float] = Field(default=None, ge=0)
+    timezone: Optional[str] = None
+    daily_reset: Optional[str] = None
+    sl_target: Optional[float] = Field(default=None, gt=0, le=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {v!r}; use an IANA name such as Europe/Berlin") from None
+        return v
+
+    @field_validator("daily_reset")
+    @classmethod
+    def _reset(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f"daily_reset {v!r} must be HH:MM, e.g. 00:00 or 06:30")
+        return v
+
+    def over(self, base: QueueConfig) -> QueueConfig:
+        """This queue's settings layered over ``base``."""
+        return dataclasses.replace(base, **{k: v for k, v in self.model_dump().items() if v is not None})
+
+
+class FileModel(BaseModel):
+    """The queue YAML (``CCMON_CONFIG``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    bucket_seconds: int = Field(default=60, gt=0, le=3600)
+    windows: list[str] = ["15m", "1h"]
+    day_retention_days: int = Field(default=35, ge=1)
+    defaults: QueueModel = QueueModel()
+    queues: dict[str, QueueModel] = {}
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: list[str]) -> list[str]:
+        for w in v:
+            if w == "today":
+                raise ValueError("`today` is always present; list only rolling windows such as 15m or 1h")
+            parse_duration(w)
+        return v
+
+
+class Settings(BaseSettings):
+    """Process settings from ``CCMON_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CCMON_", extra="ignore")
+
+    kafka_bootstrap: Optional[str] = None
+    redis_url: Optional[str] = None
+    topic_prefix: str = "cc."
+    partitions: int = Field(default=4, ge=1, le=1024)
+    config: Optional[Path] = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8640, ge=0, le=65535)
+    data_dir: Path = Path(".ccmon")
+    group_id: str = "ccmon"
+    batch_size: int = Field(default=2000, ge=1)
+    batch_seconds: float = Field(default=0.05, gt=0)
+    kafka_session_timeout: float = Field(default=6.0, gt=0)
+    log_level: str = "info"
+
+    def topic(self, domain: str) -> str:
+        """The full topic name of a domain (``calls`` -> ``cc.calls``)."""
+        return f"{self.topic_prefix}{domain}"
+
+    @property
+    def deadletter_topic(self) -> str:
+        """Where rejected input goes."""
+        return self.topic("deadletter")
+
+    def metrics_config(self) -> MetricsConfig:
+        """Load and validate the queue YAML into the core's config."""
+        return load_metrics_config(self.config)
+
+
+def load_metrics_config(path: Optional[Path]) -> MetricsConfig:
+    """Parse the queue YAML at ``path`` (defaults when ``None``); raise ConfigError with the fix."""
+    raw: Any = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"queue config {path} does not exist; fix CCMON_CONFIG or create the file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"queue config {path} is not valid YAML: {exc}") from None
+    try:
+        model = FileModel.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"queue config {path or '(defaults)'} is invalid: {problems}") from None
+    defaults = model.defaults.over(QueueConfig())
+    return MetricsConfig(
+        bucket_seconds=model.bucket_seconds,
+        windows=tuple((w, parse_duration(w)) for w in model.windows),
+        defaults=defaults,
+        queues={name: q.over(defaults) for name, q in model.queues.items()},
+        day_retention_days=model.day_retention_days,
+    )
+
+
+def load_settings() -> Settings:
+    """Build the settings from the environment; raise ConfigError with the variable to fix."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"CCMON_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid environment: {problems}") from None
+
+
+def child_environment(**overrides: Optional[str]) -> dict[str, str]:
+    """This process's environment with ``CCMON_*`` overrides, for a child process."""
+    env = dict(os.environ)
+    for name, value in overrides.items():
+        key = "CCMON_" + name.upper()
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env

@@ -1,0 +1,195 @@
+"""The Redis adapter: it alone names keys, sets TTLs and runs the atomic batch commit."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Iterable, Mapping
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
+
+from agents.config import MetricsConfig, day_end_epoch
+from agents.core import Deltas, WindowKey
+from agents.snapshot import assemble, needed_keys
+from ccmon.errors import StoreUnavailable
+
+PREFIX = "ccmon:"
+TP = tuple[str, int]  # (topic, partition)
+
+
+@dataclass
+class Commit:
+    """Everything one batch writes, applied in a single atomic step."""
+
+    offsets: dict[TP, tuple[int, int]] = field(default_factory=dict)  # tp -> (expected stored, new)
+    deltas: Deltas = field(default_factory=dict)
+    states: dict[TP, dict[str, bytes]] = field(default_factory=dict)
+    queues: set[str] = field(default_factory=set)
+    stats: dict[str, int] = field(default_factory=dict)
+    highwater: dict[TP, int] = field(default_factory=dict)
+
+
+class Fenced(Exception):
+    """Another writer moved these partitions' offsets: reload their state and redo the batch."""
+
+    def __init__(self, tps: list[TP]):
+        super().__init__(f"offsets moved under us for {tps}")
+        self.tps = tps
+
+
+def _tp_field(tp: TP) -> str:
+    return f"{tp[0]}:{tp[1]}"
+
+
+class Store:
+    """Counters, gauges, entity states and partition offsets in one Redis database."""
+
+    def __init__(self, url: str, cfg: MetricsConfig):
+        self.url = url
+        self.cfg = cfg
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+        self._commit = self.redis.register_script(resources.files("ccmon").joinpath("commit.lua").read_text())
+        self._reset = self.redis.register_script(resources.files("ccmon").joinpath("topic_reset.lua").read_text())
+
+    # ------------------------------------------------------------- key naming
+    def key(self, wk: WindowKey) -> str:
+        """The Redis key of a counter hash."""
+        kind, queue, part = wk
+        return f"{PREFIX}{kind}:{queue}" if kind == "n" else f"{PREFIX}{kind}:{queue}:{part}"
+
+    def expire_at(self, wk: WindowKey) -> int | None:
+        """When a counter hash may go: buckets after the longest window, days after retention."""
+        kind, queue, part = wk
+        if kind == "b":
+            return int(part) + self.cfg.longest_window_seconds + 2 * self.cfg.bucket_seconds  # type: ignore[arg-type]
+        if kind == "d":
+            return day_end_epoch(str(part), self.cfg.queue(queue)) + self.cfg.day_retention_days * 86400
+        return None
+
+    @staticmethod
+    def state_key(tp: TP) -> str:
+        """The hash of entity states owned by one partition."""
+        return f"{PREFIX}state:{tp[0]}:{tp[1]}"
+
+    OFFSETS = PREFIX + "offsets"
+    QUEUES = PREFIX + "queues"
+    STATS = PREFIX + "stats"
+    HIGHWATER = PREFIX + "highwater"
+    TOPIC_IDS = PREFIX + "topic_ids"
+
+    # ------------------------------------------------------------------ calls
+    async def _call(self, coro):  # type: ignore[no-untyped-def]
+        try:
+            return await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis at {self.redacted_url} is unreachable ({exc}); is it running?") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(f"Redis at {self.redacted_url} refused a command: {exc}") from exc
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL without its password, for messages."""
+        if "@" in self.url:
+            scheme, rest = self.url.split("://", 1)
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return self.url
+
+    async def ping(self) -> None:
+        """Fail with StoreUnavailable unless Redis answers."""
+        await self._call(self.redis.ping())
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
+
+    async def reset_if_recreated(self, topic: str, topic_id: str, partitions: int) -> bool:
+        """Forget a topic's offsets and states when its id changed; True when it did."""
+        if not topic_id:
+            return False
+        keys = [self.TOPIC_IDS, self.OFFSETS] + [self.state_key((topic, p)) for p in range(partitions)]
+        return bool(await self._call(self._reset(keys=keys, args=[topic, topic_id, partitions])))
+
+    async def load_partition(self, tp: TP) -> tuple[int, dict[str, bytes]]:
+        """The last applied offset (-1 for none) and the entity states of one partition."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.OFFSETS, _tp_field(tp))
+        pipe.hgetall(self.state_key(tp))
+        offset, states = await self._call(pipe.execute())
+        return (int(offset) if offset is not None else -1), {k.decode(): v for k, v in states.items()}
+
+    async def commit(self, c: Commit) -> None:
+        """Apply a batch atomically; raise Fenced if another writer moved our offsets."""
+        args: list[object] = [self.OFFSETS, len(c.offsets)]
+        for tp, (expected, new) in c.offsets.items():
+            args += [_tp_field(tp), str(expected), new]
+        incr: list[object] = []
+        expiries: list[object] = []
+        for wk, fields in c.deltas.items():
+            k = self.key(wk)
+            n = 0
+            for f, v in fields.items():
+                if v:
+                    incr += [k, f, v]
+                    n += 1
+            at = self.expire_at(wk) if n else None
+            if at is not None:
+                expiries += [k, at]
+        for name, v in c.stats.items():
+            if v:
+                incr += [self.STATS, name, v]
+        args += [len(incr) // 3, *incr, len(expiries) // 2, *expiries]
+        sets: list[object] = []
+        for tp, states in c.states.items():
+            sk = self.state_key(tp)
+            for eid, blob in states.items():
+                sets += [sk, eid, blob]
+        for tp, hw in c.highwater.items():
+            sets += [self.HIGHWATER, _tp_field(tp), hw]
+        sets += [self.STATS, "last_commit_ms", int(time.time() * 1000)]
+        args += [len(sets) // 3, *sets, 0]
+        adds: list[object] = []
+        for q in c.queues:
+            adds += [self.QUEUES, q]
+        args += [len(adds) // 2, *adds]
+        bad = await self._call(self._commit(keys=[], args=args))
+        if bad:
+            wanted = {_tp_field(tp): tp for tp in c.offsets}
+            raise Fenced([wanted[b.decode() if isinstance(b, bytes) else b] for b in bad])
+
+    # ---------------------------------------------------------------- readers
+    async def queues(self) -> list[str]:
+        """Every queue seen so far."""
+        return sorted(q.decode() for q in await self._call(self.redis.smembers(self.QUEUES)))
+
+    async def snapshot(self, now_ms: int | None = None, only: Iterable[str] | None = None) -> dict[str, object]:
+        """The snapshot document at ``now_ms`` (wall clock by default)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        queues = await self.queues()
+        if only is not None:
+            wanted = set(only)
+            queues = [q for q in queues if q in wanted]
+        keys = needed_keys(queues, self.cfg, now_ms)
+        pipe = self.redis.pipeline(transaction=False)
+        for wk in keys:
+            pipe.hgetall(self.key(wk))
+        rows = await self._call(pipe.execute()) if keys else []
+        data: dict[WindowKey, Mapping[str, int]] = {}
+        for wk, row in zip(keys, rows):
+            if row:
+                data[wk] = {k.decode(): int(v) for k, v in row.items()}
+        return assemble(queues, data, self.cfg, now_ms)
+
+    async def status(self) -> dict[str, object]:
+        """Worker self-stats: counters, last commit time, and lag per partition."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.STATS)
+        pipe.hgetall(self.OFFSETS)
+        pipe.hgetall(self.HIGHWATER)
+        stats, offsets, hw = await self._call(pipe.execute())
+        stats = {k.decode(): int(v) for k, v in stats.items()}
+        offsets = {k.decode(): int(v) for k, v in offsets.items()}
+        lag = {f: max(0, int(h) - offsets.get(f.decode(), -1) - 1) for f, h in hw.items()}
+        return {"stats": stats, "offsets": offsets, "lag": {k.decode(): v for k, v in lag.items()}}

@@ -1,0 +1,54 @@
+"""HTTP adapter on the worker's Faust web server: snapshot API, /metrics and /health."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+from aiohttp import web
+
+from ccmon.errors import StoreUnavailable
+from ccmon.exposition import render
+from ccmon.store import Store
+
+
+def register_web(app: faust.App, store: Store) -> None:
+    """Add ccmon's routes to the Faust web server."""
+    ready = {"consuming": False}
+
+    @app.on_rebalance_complete.connect
+    async def _consuming(sender: Any, **_: Any) -> None:
+        ready["consuming"] = True
+
+    @app.page("/api/snapshot")
+    async def snapshot(view: Any, request: Any) -> Any:
+        """The snapshot JSON; ``?queue=a,b`` filters queues."""
+        wanted = request.query.get("queue") or request.query.get("queues")
+        only = [q for q in wanted.split(",") if q] if wanted else None
+        try:
+            return view.json(await store.snapshot(only=only))
+        except StoreUnavailable as exc:
+            return view.json({"error": str(exc)}, status=503)
+
+    @app.page("/metrics")
+    async def metrics(view: Any, request: Any) -> Any:
+        """Prometheus text format, or OpenMetrics when negotiated."""
+        try:
+            body, content_type = render(await store.snapshot(), await store.status(), request.headers.get("Accept"))
+        except StoreUnavailable as exc:
+            return view.text(f"# {exc}\n", status=503)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    @app.page("/health")
+    async def health(view: Any, request: Any) -> Any:
+        """200 when Redis answers; includes the age of the last commit."""
+        try:
+            status = await store.status()
+        except StoreUnavailable as exc:
+            return view.json({"status": "error", "error": str(exc)}, status=503)
+        last = status["stats"].get("last_commit_ms")  # type: ignore[union-attr]
+        age = None if last is None else round(time.time() - last / 1000, 3)
+        return view.json(
+            {"status": "ok", "consuming": ready["consuming"], "last_commit_age_seconds": age, "lag": status["lag"]}
+        )

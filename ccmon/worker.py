@@ -1,0 +1,75 @@
+"""Start the Faust worker against configured Kafka and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import faust
+from kafka import KafkaAdminClient
+
+from ccmon.errors import BrokerUnavailable, ConfigError
+from ccmon.settings import Settings
+from ccmon.store import Store
+from streams.topics import ensure_topics
+
+log = logging.getLogger("ccmon.worker")
+
+
+def topic_partitions(settings: Settings, bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """The partition count of each topic, as the broker reports it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ccmon-admin", request_timeout_ms=10_000)
+    try:
+        return {d["name"]: len(d["partitions"]) for d in admin.describe_topics(topics)}
+    finally:
+        admin.close()
+
+
+def build_worker(settings: Settings) -> faust.Worker:
+    """Check the services, create topics, reset recreated ones, and build the Faust worker."""
+    from agents.workers import register_agents
+    from ccmon.web import register_web
+    from streams.app import create_app
+
+    if not settings.kafka_bootstrap or not settings.redis_url:
+        raise ConfigError(
+            "the worker needs CCMON_KAFKA_BOOTSTRAP and CCMON_REDIS_URL; "
+            "use `ccmon run` to start an embedded broker and Redis instead"
+        )
+    cfg = settings.metrics_config()
+    topic_ids = ensure_topics(settings, settings.kafka_bootstrap)
+    partitions = topic_partitions(settings, settings.kafka_bootstrap, list(topic_ids))
+
+    async def reset_recreated() -> None:
+        store = Store(settings.redis_url, cfg)  # type: ignore[arg-type]
+        try:
+            await store.ping()
+            for topic, tid in topic_ids.items():
+                if await store.reset_if_recreated(topic, tid, partitions[topic]):
+                    log.error(
+                        "topic %s was recreated (new id %s; e.g. the memory-only broker restarted): "
+                        "its stored offsets and entity states were reset; counters already in Redis are kept",
+                        topic, tid,
+                    )
+        finally:
+            await store.close()
+
+    asyncio.run(reset_recreated())
+    app = create_app(settings, settings.kafka_bootstrap)
+    store = Store(settings.redis_url, cfg)
+    register_agents(app, settings, store, cfg, partitions)
+    register_web(app, store)
+    return faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM."""
+    worker = build_worker(settings)
+    print(
+        f"ccmon worker: kafka {settings.kafka_bootstrap}, redis {Store(settings.redis_url, settings.metrics_config()).redacted_url}, "  # type: ignore[arg-type]
+        f"http://{settings.http_host}:{settings.http_port} (/api/snapshot, /metrics, /health)",
+        file=sys.stderr,
+        flush=True,
+    )
+    worker.execute_from_commandline()
