@@ -178,7 +178,7 @@ def simulate(
     seed: int = typer.Option(1, help="Random seed; the same seed gives the same events."),
     queues: str = typer.Option("sales,support,billing", help="Comma-separated queue names."),
     rate: float = typer.Option(240.0, help="Calls offered per hour per queue."),
-    agents: int = typer.Option(8, help="Agents per queue."),
+    agents: int = typer.Option(16, help="Agents per queue."),
     ticket_rate: float = typer.Option(60.0, help="Tickets created per hour per queue."),
 ) -> None:
     """Generate realistic seeded traffic: to a JSONL file (--out), or live to the broker."""

@@ -38,6 +38,7 @@ def build_worker(settings: Settings) -> faust.Worker:
             "use `ccmon run` to start an embedded broker and Redis instead"
         )
     cfg = settings.metrics_config()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     topic_ids = ensure_topics(settings, settings.kafka_bootstrap)
     partitions = topic_partitions(settings, settings.kafka_bootstrap, list(topic_ids))
 

@@ -70,7 +70,7 @@ class SimConfig:
     seed: int = 1
     queues: tuple[str, ...] = ("sales", "support", "billing")
     arrival_rate_per_hour: float = 240.0  # Poisson arrivals per queue
-    agents_per_queue: int = 8  # pool of agents, each serving one queue (agent ids like "sales-a01")
+    agents_per_queue: int = 16  # pool of agents, each serving one queue (agent ids like "sales-a01")
     mean_talk_seconds: float = 180.0  # exponential
     mean_wrapup_seconds: float = 30.0  # exponential
     mean_patience_seconds: float = 90.0  # exponential caller patience -> call.abandoned
