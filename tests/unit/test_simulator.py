@@ -158,7 +158,7 @@ def test_agent_states_consistent_with_calls(default_run: list[dict]) -> None:
             agent = ev["agent_id"]
             assert current_call.pop(agent) == ev["call_id"]
             assert state[agent] == "wrap_up"
-    assert len(state) == 3 * 8
+    assert len(state) == 3 * SimConfig().agents_per_queue
 
 
 def test_tickets_lifecycle(default_run: list[dict]) -> None:
