@@ -23,8 +23,8 @@ from ccmon.errors import CcmonError
 from ccmon.settings import Settings, child_environment, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ccmon: a real-time contact-center monitor.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
