@@ -274,9 +274,9 @@ def _reason_for(message: str) -> str:
     return "invalid_field"
 
 
-def _decode_single(raw: bytes) -> Decoded:
+def _decode_single(raw: bytes, limit: bool = True) -> Decoded:
     """Decode bytes that must hold exactly one event object."""
-    if len(raw) > MAX_EVENT_BYTES:
+    if limit and len(raw) > MAX_EVENT_BYTES:
         return Rejected("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}", raw)
     try:
         return _one.decode(raw)
@@ -290,7 +290,13 @@ def _decode_single(raw: bytes) -> Decoded:
 
 
 def decode_message(raw: bytes) -> list[Decoded]:
-    """Decode one Kafka message value: a single event or a JSON array of events."""
+    """Decode one Kafka message value: a single event or a JSON array of events.
+
+    A single event may be at most ``MAX_EVENT_BYTES``; a batch is bounded by the
+    broker's message size instead.
+    """
+    if len(raw) > MAX_EVENT_BYTES and raw.lstrip()[:1] != b"[":
+        return [_decode_single(raw)]
     try:
         value = _fast.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
@@ -304,7 +310,7 @@ def decode_message(raw: bytes) -> list[Decoded]:
         items = _raw_items.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return [Rejected("invalid_json", f"not a valid JSON array of events: {exc}", raw)]
-    return [_decode_single(bytes(item)) for item in items]
+    return [_decode_single(bytes(item), limit=False) for item in items]
 
 
 def split_message(raw: bytes) -> list[bytes]:
