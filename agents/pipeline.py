@@ -112,6 +112,16 @@ class Pipeline:
         part = self.loaded.get(partition)
         if part is None:
             offset, raw = await self.store.load_partition((self.topic, partition))
+            hw = self.highwater(partition)
+            if hw is not None and offset >= hw:
+                log.error(
+                    "%s partition %d: Redis has applied up to offset %d but the log ends at %d (the broker lost its "
+                    "log or the topic was recreated); resetting this partition's offset and entity states so no new "
+                    "event is skipped. Counters already in Redis are kept.",
+                    self.topic, partition, offset, hw,
+                )
+                await self.store.reset_partition((self.topic, partition), offset)
+                offset, raw = -1, {}
             decode = self.decode_state
             states = {k: decode(v) for k, v in raw.items()} if decode else {}  # type: ignore[misc]
             part = self.loaded[partition] = _Partition(offset, states)  # type: ignore[arg-type]

@@ -17,6 +17,14 @@ from agents.snapshot import assemble, needed_keys
 from ccmon.errors import StoreUnavailable
 
 PREFIX = "ccmon:"
+
+# Fenced like a commit: only resets when the stored offset is still the one the worker saw.
+_RESET_PARTITION = """
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '-1') ~= ARGV[2] then return 1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 0
+"""
 TP = tuple[str, int]  # (topic, partition)
 
 
@@ -53,6 +61,7 @@ class Store:
         self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
         self._commit = self.redis.register_script(resources.files("ccmon").joinpath("commit.lua").read_text())
         self._reset = self.redis.register_script(resources.files("ccmon").joinpath("topic_reset.lua").read_text())
+        self._reset_part = self.redis.register_script(_RESET_PARTITION)
 
     # ------------------------------------------------------------- key naming
     def key(self, wk: WindowKey) -> str:
@@ -119,6 +128,13 @@ class Store:
         pipe.hgetall(self.state_key(tp))
         offset, states = await self._call(pipe.execute())
         return (int(offset) if offset is not None else -1), {k.decode(): v for k, v in states.items()}
+
+    async def reset_partition(self, tp: TP, expected: int) -> None:
+        """Forget one partition's offset and entity states (the log no longer holds them); fenced."""
+        field_ = _tp_field(tp)
+        bad = await self._call(self._reset_part(keys=[self.OFFSETS, self.state_key(tp)], args=[field_, str(expected)]))
+        if bad:
+            raise Fenced([tp])
 
     async def commit(self, c: Commit) -> None:
         """Apply a batch atomically; raise Fenced if another writer moved our offsets."""
