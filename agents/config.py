@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Mapping
+from typing import Literal, Mapping, Optional
 from zoneinfo import ZoneInfo
+
+SlFormula = Literal["standard", "answered_only", "abandons_met_if_short"]
+SL_FORMULAS: tuple[str, ...] = ("standard", "answered_only", "abandons_met_if_short")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,8 @@ class QueueConfig:
     timezone: str = "UTC"
     daily_reset: str = "00:00"
     sl_target: float = 0.80
+    sl_formula: SlFormula = "standard"
+    asa_target_seconds: Optional[float] = None
 
     @property
     def sl_threshold_ms(self) -> int:
@@ -35,10 +40,20 @@ class MetricsConfig:
     """Everything the pure core needs: bucket width, rolling windows and queues."""
 
     bucket_seconds: int = 60
-    windows: tuple[tuple[str, int], ...] = (("15m", 900), ("1h", 3600))
+    windows: tuple[tuple[str, int], ...] = (("15m", 900), ("30m", 1800), ("1h", 3600))
     defaults: QueueConfig = QueueConfig()
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
     day_retention_days: int = 35
+    lateness_seconds: int = 600
+    call_max_age_seconds: int = 4 * 3600
+    agent_idle_eviction_seconds: int = 24 * 3600
+    forecast_arrival_seconds: int = 900  # lambda comes from the offers of the last 15 minutes
+    forecast_aht_seconds: int = 3600  # AHT for the forecast comes from the last hour
+
+    @property
+    def lateness_ms(self) -> int:
+        """How far behind the partition's stream time an event may arrive and still count."""
+        return self.lateness_seconds * 1000
 
     def queue(self, name: str) -> QueueConfig:
         """The configuration of one queue (the defaults when it is not listed)."""
@@ -46,8 +61,8 @@ class MetricsConfig:
 
     @property
     def longest_window_seconds(self) -> int:
-        """The longest rolling window; buckets older than this may expire."""
-        return max((s for _, s in self.windows), default=0)
+        """The longest span any reader sums buckets over; older buckets may expire."""
+        return max([s for _, s in self.windows] + [self.forecast_arrival_seconds, self.forecast_aht_seconds])
 
     @property
     def window_names(self) -> tuple[str, ...]:

@@ -1,18 +1,23 @@
-"""The pure streaming core for calls: per-call state, and the metric deltas of each batch.
+"""The pure streaming core: per-entity state, contributions, and the deltas of each batch.
 
-The state of a call keeps, for every leg ``(call_id, queue)`` and every event
-type, the timestamp of the event that defines it. The metrics a call contributes
-are a pure function of that state (``contributions``), so applying a batch is:
-contributions after minus contributions before. This makes the result depend only
-on the *set* of events seen, never on their arrival order, which is exactly what
-the oracle checks.
+An entity's state keeps the timestamps of its events, not an assumed order. What
+an entity adds to the counters and sorted sets is a pure function of its state
+(``contributions``), so a batch's effect is "contributions after minus before":
+the result depends on the set of events applied, never on their arrival order.
+
+Stream time is the newest event time applied on a partition. An event older
+than stream time minus the lateness is late: rejected, counted, dead-lettered.
+Entities leave memory through a due-time heap: a finished one once it can no
+longer receive an on-time event, an unfinished one after its maximum age
+("expired", which also takes it out of the live gauges).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Generic, Iterable, Optional, Protocol, Sequence, TypeVar
 
 import msgspec
 
@@ -26,28 +31,104 @@ from streams.events import (
     CallOffered,
     CallTimedOut,
     CallWrapupCompleted,
+    Event,
 )
 
-# Counter fields kept per bucket and per day; ``*_ms`` are integer sums so totals stay exact.
+# ----------------------------------------------------------------- field names
+# Counters kept per bucket and per day; ``*_ms`` are integer sums so totals stay exact.
 OFFERED = "offered"
 BLOCKED = "blocked"
+BLOCKED_REASON = "blocked:"  # + reason
 ANSWERED = "answered"
 ANSWERED_IN_SL = "answered_in_sl"
 ANSWER_WAIT_MS = "answer_wait_ms"
 ABANDONED = "abandoned"
 SHORT_ABANDONED = "short_abandoned"
+ABANDONED_IN_SL = "abandoned_in_sl"  # abandoned with wait <= T (Asterisk's SL2)
 TIMED_OUT = "timed_out"
-BLOCKED_REASON = "blocked:"  # + reason
-COUNTERS = (OFFERED, BLOCKED, ANSWERED, ANSWERED_IN_SL, ANSWER_WAIT_MS, ABANDONED, SHORT_ABANDONED, TIMED_OUT)
+HANDLED = "handled"
+TALK_MS = "talk_ms"
+HOLD_MS = "hold_ms"
+ACW_MS = "acw_ms"
+WRAPUPS = "wrapups"
+AGENT_MS = "agent_ms:"  # + state: closed agent-state time, for occupancy
 
 # Gauges kept per queue under ``now``.
-CALLS_WAITING = "calls_waiting"
+AGENT_GAUGE = "agents_"  # + state, and agents_staffed
+STAFFED = "agents_staffed"
 
-Mark = tuple[int, str]  # (ts_ms, event_id) of the event that defines a step; the earliest wins
+# Sorted sets: (kind, queue, ts_ms or None, member) -> score
+Z_WAIT = "zw"  # per bucket and day: waits of calls that left the queue (for the max)
+Z_WAITING = "zq"  # per queue: calls waiting now, scored by offer time
+Z_OPEN = "za:"  # + state, per queue: agents in that state now, scored by since
+OCCUPANCY_STATES = ("available", "on_call", "wrap_up")
+
+Counters = dict[tuple[str, Optional[int], str], int]
+Members = dict[tuple[str, str, Optional[int], str], int]
+
+
+@dataclass
+class Contribution:
+    """What one entity adds: counters by (queue, event time, field), sorted-set members with scores."""
+
+    counters: Counters = field(default_factory=lambda: defaultdict(int))
+    members: Members = field(default_factory=dict)
+
+
+EMPTY = Contribution()
+
+# A window key names one Redis structure:
+#   ("b", queue, bucket) | ("d", queue, day) | ("n", queue, "")          counter hashes
+#   ("zw", queue, bucket) | ("zwd", queue, day) | ("zq", queue, "") | ("za:<state>", queue, "")   sorted sets
+WindowKey = tuple[str, str, object]
+
+
+@dataclass
+class Deltas:
+    """A batch's writes, pre-aggregated: counter increments and sorted-set adds/removes."""
+
+    counters: dict[WindowKey, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    zadd: dict[WindowKey, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    zrem: dict[WindowKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def add(self, before: Contribution, after: Contribution, cfg: MetricsConfig) -> None:
+        """Record ``after - before``, spread onto buckets, days and gauges."""
+        width = cfg.bucket_seconds
+        for key in before.counters.keys() | after.counters.keys():
+            d = after.counters.get(key, 0) - before.counters.get(key, 0)
+            if not d:
+                continue
+            queue, ts, name = key
+            if ts is None:
+                self.counters[("n", queue, "")][name] += d
+            else:
+                self.counters[("b", queue, bucket_start(ts, width))][name] += d
+                self.counters[("d", queue, day_of(ts, cfg.queue(queue)))][name] += d
+        for key in before.members.keys() | after.members.keys():
+            score = after.members.get(key)
+            if score is not None and before.members.get(key) == score:
+                continue
+            kind, queue, ts, member = key
+            if ts is None:
+                targets: list[WindowKey] = [(kind, queue, "")]
+            else:
+                targets = [(kind, queue, bucket_start(ts, width)), (kind + "d", queue, day_of(ts, cfg.queue(queue)))]
+            for wk in targets:
+                if score is None:
+                    self.zadd[wk].pop(member, None)
+                    self.zrem[wk].add(member)
+                else:
+                    self.zrem[wk].discard(member)
+                    self.zadd[wk][member] = score
+
+
+# --------------------------------------------------------------- calls: state
+
+Mark = tuple[int, str]  # (ts_ms, event_id) of the event that recorded a step
 
 
 class Leg(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What is known of one call leg: the defining event of each step, and its payload."""
+    """What is known of one call leg ``(call_id, queue)``: each step's event, and its payload."""
 
     offered: Optional[Mark] = None
     blocked: Optional[Mark] = None
@@ -62,10 +143,12 @@ class Leg(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class CallState(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Every leg of one call, and the event ids already applied (for dedup)."""
+    """Every leg of one call, the event ids applied (for dedup), and its first and last event time."""
 
     legs: dict[str, Leg] = {}
     seen: tuple[str, ...] = ()
+    first_ms: int = 0
+    last_ms: int = 0
 
 
 _STEP = {
@@ -77,19 +160,71 @@ _STEP = {
     CallEnded: "ended",
     CallWrapupCompleted: "wrapup",
 }
+# A leg follows one path: answered (-> ended -> wrap-up), abandoned, timed out, or blocked.
+_PATH = {"answered": "answered", "ended": "answered", "wrapup": "answered", "abandoned": "abandoned",
+         "timed_out": "timed_out", "blocked": "blocked"}
 
 
-def apply_event(state: CallState | None, ev: CallEvent) -> CallState | None:
-    """Fold one event into a call's state; ``None`` means a duplicate that changes nothing."""
-    state = state or CallState()
-    if ev.event_id in state.seen:
-        return None
-    step = _STEP[type(ev)]
-    leg = state.legs.get(ev.queue) or Leg()
-    mark = (ev.ts_ms, ev.event_id)
-    current: Mark | None = getattr(leg, step)
-    if current is None or mark < current:
-        changes: dict[str, object] = {step: mark}
+def _path(leg: Leg) -> Optional[str]:
+    for step, path in _PATH.items():
+        if getattr(leg, step) is not None:
+            return path
+    return None
+
+
+def outcome(leg: Leg) -> Optional[tuple[str, int]]:
+    """How the leg left the queue, and when: answered, abandoned or timed out."""
+    for step in ("answered", "abandoned", "timed_out"):
+        mark = getattr(leg, step)
+        if mark is not None:
+            return step, mark[0]
+    return None
+
+
+def transferred(state: CallState, queue: str, leg: Leg) -> bool:
+    """A leg with no outcome left its queue when the call was offered to another queue later."""
+    assert leg.offered is not None
+    return any(o.offered is not None and o.offered[0] > leg.offered[0] for q, o in state.legs.items() if q != queue)
+
+
+def leg_finished(state: CallState, queue: str, leg: Leg) -> bool:
+    """Nothing more is expected for this leg."""
+    if leg.blocked or leg.abandoned or leg.timed_out or (leg.answered and leg.ended and leg.wrapup):
+        return True
+    return leg.offered is not None and outcome(leg) is None and transferred(state, queue, leg)
+
+
+class CallsCore:
+    """The call domain: one state per ``call_id``."""
+
+    name = "calls"
+    state_type = CallState
+
+    @staticmethod
+    def key(ev: Event) -> str:
+        """The entity id."""
+        return ev.call_id  # type: ignore[attr-defined, no-any-return]
+
+    @staticmethod
+    def apply(state: Optional[CallState], ev: Event, cfg: MetricsConfig) -> tuple[Optional[CallState], str, str]:
+        """Fold one event into the call; returns (new state, problem, detail) with problem "" when applied."""
+        assert isinstance(ev, CallEvent)
+        state = state or CallState(first_ms=ev.ts_ms, last_ms=ev.ts_ms)
+        if ev.event_id in state.seen:
+            return None, "duplicate", ""
+        step = _STEP[type(ev)]
+        leg = state.legs.get(ev.queue) or Leg()
+        if getattr(leg, step) is not None:
+            return None, "invalid_transition", f"{ev.type} was already recorded for call {ev.call_id} in {ev.queue}"
+        path, have = _PATH.get(step), _path(leg)
+        if (path is not None and have is not None and path != have) or (step == "offered" and have == "blocked") or (
+            step == "blocked" and leg.offered is not None
+        ):
+            return None, "invalid_transition", (
+                f"{ev.type} cannot follow the {have or 'offered'} path already recorded for call "
+                f"{ev.call_id} in {ev.queue}"
+            )
+        changes: dict[str, object] = {step: (ev.ts_ms, ev.event_id)}
         if isinstance(ev, CallBlocked):
             changes["block_reason"] = ev.reason
         elif isinstance(ev, CallAnswered):
@@ -97,139 +232,331 @@ def apply_event(state: CallState | None, ev: CallEvent) -> CallState | None:
         elif isinstance(ev, CallEnded) and ev.hold_seconds is not None:
             changes["hold_ms"] = round(ev.hold_seconds * 1000)
         leg = msgspec.structs.replace(leg, **changes)
-    return CallState(legs={**state.legs, ev.queue: leg}, seen=state.seen + (ev.event_id,))
+        return (
+            CallState(
+                legs={**state.legs, ev.queue: leg},
+                seen=state.seen + (ev.event_id,),
+                first_ms=min(state.first_ms, ev.ts_ms),
+                last_ms=max(state.last_ms, ev.ts_ms),
+            ),
+            "",
+            "",
+        )
+
+    @staticmethod
+    def contributions(state: CallState, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+        """Everything one call adds to counters and sets; an expired call is no longer waiting."""
+        out = Contribution()
+        c, m = out.counters, out.members
+        for queue, leg in state.legs.items():
+            if leg.blocked is not None:
+                c[(queue, leg.blocked[0], BLOCKED)] += 1
+                c[(queue, leg.blocked[0], BLOCKED_REASON + (leg.block_reason or "unknown"))] += 1
+            if leg.offered is None:
+                continue  # outcomes are held until the offer arrives: the wait is unknown before
+            offered, leg_id = leg.offered
+            c[(queue, offered, OFFERED)] += 1
+            result = outcome(leg)
+            if result is None:
+                if not expired and not transferred(state, queue, leg):
+                    m[(Z_WAITING, queue, None, f"{state_key_of(leg)}")] = offered
+                continue
+            step, at = result
+            wait = max(0, at - offered)
+            q = cfg.queue(queue)
+            m[(Z_WAIT, queue, at, leg_id)] = wait
+            if step == "answered":
+                c[(queue, at, ANSWERED)] += 1
+                c[(queue, at, ANSWER_WAIT_MS)] += wait
+                if wait <= q.sl_threshold_ms:
+                    c[(queue, at, ANSWERED_IN_SL)] += 1
+                if leg.ended is not None:
+                    ended = leg.ended[0]
+                    c[(queue, ended, HANDLED)] += 1
+                    c[(queue, ended, TALK_MS)] += max(0, ended - at)
+                    c[(queue, ended, HOLD_MS)] += leg.hold_ms or 0
+                    if leg.wrapup is not None:
+                        c[(queue, leg.wrapup[0], WRAPUPS)] += 1
+                        c[(queue, leg.wrapup[0], ACW_MS)] += max(0, leg.wrapup[0] - ended)
+            elif step == "abandoned":
+                c[(queue, at, ABANDONED)] += 1
+                if wait <= q.short_abandon_ms:
+                    c[(queue, at, SHORT_ABANDONED)] += 1
+                if wait <= q.sl_threshold_ms:
+                    c[(queue, at, ABANDONED_IN_SL)] += 1
+            else:
+                c[(queue, at, TIMED_OUT)] += 1
+        return out
+
+    @staticmethod
+    def due(state: CallState, cfg: MetricsConfig) -> tuple[int, bool]:
+        """When the call may leave memory, and whether it is finished (else it will expire)."""
+        if all(leg_finished(state, q, leg) for q, leg in state.legs.items()):
+            return state.last_ms + cfg.lateness_ms, True
+        return state.first_ms + cfg.call_max_age_seconds * 1000, False
+
+    @staticmethod
+    def compact(state: CallState, horizon_ms: int) -> CallState:
+        """Calls keep every step; nothing to compact."""
+        return state
 
 
-def outcome(leg: Leg) -> tuple[str, int] | None:
-    """How the leg left the queue, and when: the earliest of answered, abandoned, timed out."""
-    best: tuple[int, int, str] | None = None
-    for rank, step in enumerate(("answered", "abandoned", "timed_out")):
-        mark = getattr(leg, step)
-        if mark is not None and (best is None or (mark[0], rank) < best[:2]):
-            best = (mark[0], rank, step)
-    return None if best is None else (best[2], best[0])
+def state_key_of(leg: Leg) -> str:
+    """A leg's stable member id in sorted sets: its offer's event id."""
+    return leg.offered[1] if leg.offered else ""
 
 
-Contribution = dict[tuple[str, Optional[int], str], int]  # (queue, ts_ms or None for gauges, field) -> value
+# -------------------------------------------------------------- agents: state
+
+AgentMark = tuple[int, str, str, tuple[str, ...]]  # (ts_ms, event_id, state, queues)
 
 
-def contributions(state: CallState, cfg: MetricsConfig) -> Contribution:
-    """Everything one call adds to the counters and gauges, as a pure function of its state."""
-    out: Contribution = defaultdict(int)
-    offered_at = {q: leg.offered[0] for q, leg in state.legs.items() if leg.offered is not None}
-    for queue, leg in state.legs.items():
-        if leg.blocked is not None:
-            out[(queue, leg.blocked[0], BLOCKED)] += 1
-            out[(queue, leg.blocked[0], BLOCKED_REASON + (leg.block_reason or "unknown"))] += 1
-        if leg.offered is None:
-            continue  # an outcome is held until its offer arrives: its wait is unknown until then
-        offered = leg.offered[0]
-        out[(queue, offered, OFFERED)] += 1
-        result = outcome(leg)
-        if result is None:
-            transferred = any(t > offered for q, t in offered_at.items() if q != queue)
-            if not transferred:
-                out[(queue, None, CALLS_WAITING)] += 1
-            continue
-        step, at = result
-        wait = max(0, at - offered)
-        q = cfg.queue(queue)
-        if step == "answered":
-            out[(queue, at, ANSWERED)] += 1
-            out[(queue, at, ANSWER_WAIT_MS)] += wait
-            if wait <= q.sl_threshold_ms:
-                out[(queue, at, ANSWERED_IN_SL)] += 1
-        elif step == "abandoned":
-            out[(queue, at, ABANDONED)] += 1
-            if wait <= q.short_abandon_ms:
-                out[(queue, at, SHORT_ABANDONED)] += 1
-        else:
-            out[(queue, at, TIMED_OUT)] += 1
-    return out
+class AgentStateRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An agent's state changes still within the lateness horizon (sorted by time), and the ids seen."""
+
+    agent_id: str = ""
+    changes: tuple[AgentMark, ...] = ()
+    seen: tuple[str, ...] = ()
 
 
-# A window key names one Redis hash: ("b", queue, bucket_start) | ("d", queue, day) | ("n", queue, "").
-WindowKey = tuple[str, str, object]
-Deltas = dict[WindowKey, dict[str, int]]
+def _split_ms(start: int, end: int, width_s: int) -> Iterable[tuple[int, int]]:
+    """Split ``[start, end)`` into (a time inside the bucket, ms in it) per bucket it touches."""
+    width = width_s * 1000
+    t = start
+    while t < end:
+        edge = (t // width + 1) * width
+        yield t, min(edge, end) - t
+        t = min(edge, end)
 
 
-def to_window_deltas(diff: Contribution, cfg: MetricsConfig, into: Deltas | None = None) -> Deltas:
-    """Spread per-event-time contributions onto their bucket, their day and the ``now`` gauges."""
-    out: Deltas = into if into is not None else defaultdict(lambda: defaultdict(int))
-    width = cfg.bucket_seconds
-    for (queue, ts_ms, name), value in diff.items():
-        if not value:
-            continue
-        if ts_ms is None:
-            out[("n", queue, "")][name] += value
-            continue
-        out[("b", queue, bucket_start(ts_ms, width))][name] += value
-        out[("d", queue, day_of(ts_ms, cfg.queue(queue)))][name] += value
-    return out
+class AgentsCore:
+    """The agent domain: one state per ``agent_id``; gauges per queue from the latest state."""
+
+    name = "agents"
+    state_type = AgentStateRecord
+
+    @staticmethod
+    def key(ev: Event) -> str:
+        """The entity id."""
+        return ev.agent_id  # type: ignore[attr-defined, no-any-return]
+
+    @staticmethod
+    def apply(
+        state: Optional[AgentStateRecord], ev: Event, cfg: MetricsConfig
+    ) -> tuple[Optional[AgentStateRecord], str, str]:
+        """Insert one state change in time order."""
+        state = state or AgentStateRecord()
+        if ev.event_id in state.seen:
+            return None, "duplicate", ""
+        mark: AgentMark = (ev.ts_ms, ev.event_id, ev.state, tuple(ev.queues))  # type: ignore[attr-defined]
+        new = AgentStateRecord(
+            agent_id=ev.agent_id,  # type: ignore[attr-defined]
+            changes=tuple(sorted(state.changes + (mark,))),
+            seen=state.seen + (ev.event_id,),
+        )
+        return new, "", ""
+
+    @staticmethod
+    def contributions(state: AgentStateRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+        """Closed state intervals into buckets; the latest state as gauges and open-interval members."""
+        out = Contribution()
+        c, m = out.counters, out.members
+        changes = state.changes
+        for (start, _, st, queues), (end, *_rest) in zip(changes, changes[1:]):
+            if st not in OCCUPANCY_STATES:
+                continue
+            for at, ms in _split_ms(start, end, cfg.bucket_seconds):
+                for q in queues:
+                    c[(q, at, AGENT_MS + st)] += ms
+        if changes and not expired:
+            since, _, st, queues = changes[-1]
+            agent = state.agent_id
+            for q in queues:
+                c[(q, None, AGENT_GAUGE + st)] += 1
+                if st != "offline":
+                    c[(q, None, STAFFED)] += 1
+                if st in OCCUPANCY_STATES:
+                    m[(Z_OPEN + st, q, None, agent)] = since
+        return out
+
+    @staticmethod
+    def due(state: AgentStateRecord, cfg: MetricsConfig) -> tuple[Optional[int], bool]:
+        """An agent leaves memory only after being offline for the idle-eviction time."""
+        if state.changes and state.changes[-1][2] == "offline":
+            return state.changes[-1][0] + max(cfg.agent_idle_eviction_seconds * 1000, cfg.lateness_ms), True
+        return None, True
+
+    @staticmethod
+    def compact(state: AgentStateRecord, horizon_ms: int) -> AgentStateRecord:
+        """Drop changes whose intervals end before the horizon: no on-time event can alter them."""
+        changes = state.changes
+        keep_from = 0
+        for i, ch in enumerate(changes):
+            if ch[0] < horizon_ms:
+                keep_from = i
+        if keep_from == 0:
+            return state
+        dropped = {ch[1] for ch in changes[:keep_from]}
+        return AgentStateRecord(
+            agent_id=state.agent_id, changes=changes[keep_from:], seen=tuple(e for e in state.seen if e not in dropped)
+        )
 
 
-def diff_contributions(before: Contribution, after: Contribution) -> Contribution:
-    """``after - before``, keeping only non-zero entries."""
-    out: Contribution = {}
-    for key in before.keys() | after.keys():
-        d = after.get(key, 0) - before.get(key, 0)
-        if d:
-            out[key] = d
-    return out
+
+# ------------------------------------------------------------ batch: generic
+
+
+class DomainCore(Protocol):
+    """What the batch loop needs of a domain."""
+
+    name: str
+    state_type: type
+
+    @staticmethod
+    def key(ev: Event) -> str: ...
+
+    @staticmethod
+    def apply(state, ev: Event, cfg: MetricsConfig): ...  # type: ignore[no-untyped-def]
+
+    @staticmethod
+    def contributions(state, cfg: MetricsConfig, expired: bool = False) -> Contribution: ...  # type: ignore[no-untyped-def]
+
+    @staticmethod
+    def due(state, cfg: MetricsConfig) -> tuple[Optional[int], bool]: ...  # type: ignore[no-untyped-def]
+
+    @staticmethod
+    def compact(state, horizon_ms: int): ...  # type: ignore[no-untyped-def]
+
+
+@dataclass
+class PartitionState:
+    """One partition's working state: entities, stream time and the due-time heap.
+
+    ``apply_batch`` mutates it; a caller whose commit fails must drop it and reload.
+    """
+
+    states: dict[str, object] = field(default_factory=dict)
+    stream_ms: Optional[int] = None
+    heap: list[tuple[int, str]] = field(default_factory=list)
+
+    def index(self, core: DomainCore, cfg: MetricsConfig) -> None:
+        """Rebuild the due-time heap (after loading states from the store)."""
+        self.heap = []
+        for k, st in self.states.items():
+            due, _ = core.due(st, cfg)
+            if due is not None:
+                self.heap.append((due, k))
+        heapq.heapify(self.heap)
 
 
 @dataclass
 class BatchResult:
-    """What one batch changes: new states, counter deltas, and what was skipped."""
+    """What one batch changes: entity states (``None``: deleted), deltas, and what was rejected."""
 
-    states: dict[str, CallState] = field(default_factory=dict)
-    deltas: Deltas = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    changed: dict[str, object] = field(default_factory=dict)
+    deltas: Deltas = field(default_factory=Deltas)
     queues: set[str] = field(default_factory=set)
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index in events, reason, detail)
     applied: int = 0
     duplicates: int = 0
+    late: int = 0
+    invalid: int = 0
+    expired: int = 0
+    evicted: int = 0
+
+
+def _queues_of(ev: Event) -> Iterable[str]:
+    q = getattr(ev, "queue", None)
+    if q:
+        yield q
+    yield from getattr(ev, "queues", ()) or ()
 
 
 def apply_batch(
-    states: Mapping[str, CallState],
-    events: Iterable[CallEvent],
-    cfg: MetricsConfig,
-    deltas: Deltas | None = None,
+    core: DomainCore, part: PartitionState, events: Sequence[Event], cfg: MetricsConfig,
+    result: Optional[BatchResult] = None,
 ) -> BatchResult:
-    """Apply events to call states without mutating ``states``; return new states and deltas."""
-    result = BatchResult()
-    if deltas is not None:
-        result.deltas = deltas
-    touched = result.states
+    """Apply a batch in arrival order: lateness, eviction, dedup, transitions; then sweep the heap."""
+    res = result or BatchResult()
     before: dict[str, Contribution] = {}
-    for ev in events:
-        cid = ev.call_id
-        if cid in touched:
-            current = touched[cid]
+    lateness = cfg.lateness_ms
+
+    def retire(k: str, st: object, finished: bool) -> None:
+        # The entity leaves memory; an unfinished one expires and leaves the live gauges.
+        base = before.pop(k, None)
+        if base is None:
+            base = core.contributions(st, cfg)
+        res.deltas.add(base, core.contributions(st, cfg, expired=not finished), cfg)
+        del part.states[k]
+        res.changed[k] = None
+        if finished:
+            res.evicted += 1
         else:
-            current = states.get(cid)
-        new = apply_event(current, ev)
-        if new is None:
-            result.duplicates += 1
+            res.expired += 1
+
+    for i, ev in enumerate(events):
+        ts = ev.ts_ms
+        stream = part.stream_ms
+        if stream is not None and ts < stream - lateness:
+            res.late += 1
+            res.rejected.append((i, "late", f"event time is {(stream - ts) / 1000:.3f}s behind the partition's "
+                                            f"stream time; the lateness allowed is {cfg.lateness_seconds}s"))
             continue
-        result.applied += 1
-        result.queues.add(ev.queue)
-        if cid not in before:
-            before[cid] = contributions(current, cfg) if current is not None else {}
-        touched[cid] = new
-    for cid, new in touched.items():
-        to_window_deltas(diff_contributions(before[cid], contributions(new, cfg)), cfg, result.deltas)
-    return result
+        k = core.key(ev)
+        st = part.states.get(k)
+        if st is not None and stream is not None:
+            due, finished = core.due(st, cfg)
+            if due is not None and due < stream:
+                retire(k, st, finished)
+                st = None
+        new, problem, detail = core.apply(st, ev, cfg)
+        if problem == "duplicate":
+            res.duplicates += 1
+            continue
+        if problem:
+            res.invalid += 1
+            res.rejected.append((i, problem, detail))
+            continue
+        if k not in before:
+            before[k] = core.contributions(st, cfg) if st is not None else EMPTY
+        part.states[k] = new
+        res.applied += 1
+        res.queues.update(_queues_of(ev))
+        part.stream_ms = ts if stream is None else max(stream, ts)
+
+    horizon = (part.stream_ms or 0) - lateness
+    for k, base in before.items():
+        st = part.states[k]
+        res.deltas.add(base, core.contributions(st, cfg), cfg)
+        st = part.states[k] = core.compact(st, horizon)
+        res.changed[k] = st
+        due, _ = core.due(st, cfg)
+        if due is not None:
+            heapq.heappush(part.heap, (due, k))
+    before.clear()  # every touched entity's delta is recorded; a sweep below starts from its new state
+    stream = part.stream_ms
+    while stream is not None and part.heap and part.heap[0][0] < stream:
+        due_at, k = heapq.heappop(part.heap)
+        st = part.states.get(k)
+        if st is None:
+            continue
+        due, finished = core.due(st, cfg)
+        if due == due_at:  # else a stale entry: the entity changed since it was pushed
+            retire(k, st, finished)
+    return res
 
 
-_state_encoder = msgspec.msgpack.Encoder()
-_state_decoder = msgspec.msgpack.Decoder(CallState)
+CORES: dict[str, DomainCore] = {"calls": CallsCore, "agents": AgentsCore}  # type: ignore[dict-item]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders = {name: msgspec.msgpack.Decoder(core.state_type) for name, core in CORES.items()}
 
 
-def encode_state(state: CallState) -> bytes:
-    """Serialize a call state for the store."""
-    return _state_encoder.encode(state)
+def encode_state(state: object) -> bytes:
+    """Serialize an entity state for the store."""
+    return _encoder.encode(state)
 
 
-def decode_state(raw: bytes) -> CallState:
-    """Deserialize a call state written by ``encode_state``."""
-    return _state_decoder.decode(raw)
+def decode_state(domain: str, raw: bytes) -> object:
+    """Deserialize an entity state written by ``encode_state``."""
+    return _decoders[domain].decode(raw)

@@ -1,89 +1,244 @@
 """The batch oracle: every metric recomputed from the raw event list.
 
-This is the reference definition. It is written as a direct batch computation,
-independent of the streaming core's state machine, so that property tests can
-hold one against the other.
+This is the reference definition. It reads the events once in arrival order to
+decide what the rules reject (late, duplicate, impossible transitions) and when
+a call is forgotten or expires, then computes every metric directly from the
+surviving events. It shares no state machine or delta code with the streaming
+core, so property tests can hold one against the other.
+
+Rules, per partition of each topic (Kafka's default partitioner over
+``partitions`` partitions):
+
+- stream time is the newest event time applied so far; an event older than
+  stream time minus the lateness is *late* and ignored;
+- a call whose every leg is finished is forgotten once stream time is past its
+  last event plus the lateness; a later event with its id starts a new call;
+- a call not finished within ``call_max_age`` of its first event *expires*: it
+  stops counting as waiting, and a later event with its id starts a new call;
+- a repeated ``event_id`` within a call (or an agent) is ignored;
+- each leg follows one path (answered -> ended -> wrap-up, abandoned, timed out,
+  or blocked) and records each step once; an event that breaks this is an
+  invalid transition and is ignored.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
 
 from agents.config import MetricsConfig, bucket_start, day_of, in_rolling_window
-from agents.snapshot import build_snapshot
-from streams.events import CallBlocked, CallEvent, Event
+from agents.snapshot import AHT, ARRIVAL, QueueRaw, build_snapshot, window_start_ms
+from streams.events import AgentState, CallBlocked, CallEnded, CallEvent, Event
+from streams.partitioning import partition_for
+
+PATHS = {"call.answered": "answered", "call.ended": "answered", "call.wrapup_completed": "answered",
+         "call.abandoned": "abandoned", "call.timed_out": "timed_out", "call.blocked": "blocked"}
 
 
-def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
-    """The snapshot that the streaming path must produce for ``events`` at ``now_ms``."""
-    seen: set[str] = set()
-    # (call_id, queue) -> type -> earliest event of that type (ties by event_id)
-    legs: dict[tuple[str, str], dict[str, CallEvent]] = defaultdict(dict)
+@dataclass
+class Call:
+    """One instance of a call id: its legs' events by type."""
+
+    legs: dict[str, dict[str, CallEvent]] = field(default_factory=lambda: defaultdict(dict))
+    ids: set[str] = field(default_factory=set)
+    first: int = 0
+    last: int = 0
+    expired: bool = False
+
+    def finished(self) -> bool:
+        """Every leg has reached its end (or was transferred away while waiting)."""
+        for queue, steps in self.legs.items():
+            if not ({"call.blocked", "call.abandoned", "call.timed_out"} & steps.keys()
+                    or {"call.answered", "call.ended", "call.wrapup_completed"} <= steps.keys()
+                    or self.moved_on(queue)):
+                return False
+        return True
+
+    def moved_on(self, queue: str) -> bool:
+        """The leg waited with no outcome and the call was later offered to another queue."""
+        steps = self.legs[queue]
+        if "call.offered" not in steps or {"call.answered", "call.abandoned", "call.timed_out"} & steps.keys():
+            return False
+        t = steps["call.offered"].ts_ms
+        return any("call.offered" in s and s["call.offered"].ts_ms > t for q, s in self.legs.items() if q != queue)
+
+
+@dataclass
+class Agent:
+    """One agent's state changes."""
+
+    changes: list[AgentState] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Outcome:
+    """What the oracle decided about each input event, by kind."""
+
+    late: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    expired: int = 0
+
+
+def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tuple[list[Call], dict[str, Agent], Outcome]:
+    """Apply the acceptance rules in arrival order; return every call instance and agent."""
+    lat = cfg.lateness_ms
+    max_age = cfg.call_max_age_seconds * 1000
+    stream: dict[tuple[str, int], int] = {}
+    calls: list[Call] = []
+    current: dict[str, Call] = {}
+    agents: dict[str, Agent] = {}
+    out = Outcome()
+    home: dict[str, int] = {}
     for ev in events:
-        if ev.event_id in seen:
-            continue  # a repeated event_id changes nothing
-        seen.add(ev.event_id)
-        if not isinstance(ev, CallEvent):
+        if not isinstance(ev, (CallEvent, AgentState)):
             continue
-        slot = legs[(ev.call_id, ev.queue)]
-        prev = slot.get(ev.type)
-        if prev is None or (ev.ts_ms, ev.event_id) < (prev.ts_ms, prev.event_id):
-            slot[ev.type] = ev
-
-    facts: list[tuple[str, int, str, int]] = []  # (queue, ts_ms, field, value)
-    waiting: dict[str, int] = defaultdict(int)
-    offers_by_call: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for (call_id, queue), by_type in legs.items():
-        if "call.offered" in by_type:
-            offers_by_call[call_id].append((queue, by_type["call.offered"].ts_ms))
-
-    for (call_id, queue), by_type in legs.items():
-        q = cfg.queue(queue)
-        blocked = by_type.get("call.blocked")
-        if isinstance(blocked, CallBlocked):
-            facts.append((queue, blocked.ts_ms, "blocked", 1))
-            facts.append((queue, blocked.ts_ms, "blocked:" + blocked.reason, 1))
-        offered = by_type.get("call.offered")
-        if offered is None:
+        entity = ev.call_id if isinstance(ev, CallEvent) else ev.agent_id
+        where = (ev.domain, partition_for(entity, partitions))
+        now = stream.get(where)
+        if now is not None and ev.ts_ms < now - lat:
+            out.late += 1
             continue
-        facts.append((queue, offered.ts_ms, "offered", 1))
-        ends = [
-            (by_type[t].ts_ms, rank, t)
-            for rank, t in enumerate(("call.answered", "call.abandoned", "call.timed_out"))
-            if t in by_type
-        ]
-        if not ends:
-            moved_on = any(t > offered.ts_ms for other, t in offers_by_call[call_id] if other != queue)
-            if not moved_on:
-                waiting[queue] += 1
-            continue
-        at, _, kind = min(ends)
-        wait = max(0, at - offered.ts_ms)
-        if kind == "call.answered":
-            facts += [(queue, at, "answered", 1), (queue, at, "answer_wait_ms", wait)]
-            if wait <= q.sl_threshold_ms:
-                facts.append((queue, at, "answered_in_sl", 1))
-        elif kind == "call.abandoned":
-            facts.append((queue, at, "abandoned", 1))
-            if wait <= q.short_abandon_ms:
-                facts.append((queue, at, "short_abandoned", 1))
+        if isinstance(ev, AgentState):
+            agent = agents.setdefault(ev.agent_id, Agent())
+            if ev.event_id in agent.ids:
+                out.duplicates += 1
+                continue
+            agent.ids.add(ev.event_id)
+            agent.changes.append(ev)
         else:
-            facts.append((queue, at, "timed_out", 1))
+            call = current.get(ev.call_id)
+            if call is not None and now is not None:
+                if call.finished() and call.last + lat < now:
+                    call = None  # forgotten
+                elif not call.finished() and call.first + max_age < now:
+                    call.expired = True
+                    out.expired += 1
+                    call = None
+            if call is None:
+                call = Call(first=ev.ts_ms, last=ev.ts_ms)
+            if ev.event_id in call.ids:
+                out.duplicates += 1
+                continue
+            steps = call.legs[ev.queue]
+            path = PATHS.get(ev.type)
+            have = {PATHS[t] for t in steps if t in PATHS}
+            if ev.type in steps or (path and have - {path}) or (ev.type == "call.offered" and "blocked" in have) or (
+                path == "blocked" and "call.offered" in steps
+            ):
+                out.invalid += 1
+                if not steps:
+                    del call.legs[ev.queue]
+                continue
+            if call is not current.get(ev.call_id):
+                current[ev.call_id] = call
+                calls.append(call)
+            steps[ev.type] = ev
+            call.ids.add(ev.event_id)
+            call.first, call.last = min(call.first, ev.ts_ms), max(call.last, ev.ts_ms)
+            home[ev.call_id] = where[1]
+        stream[where] = ev.ts_ms if now is None else max(now, ev.ts_ms)
+    for call_id, call in current.items():
+        now = stream.get(("calls", home[call_id]))
+        if not call.expired and not call.finished() and now is not None and call.first + max_age < now:
+            call.expired = True
+            out.expired += 1
+    return calls, agents, out
 
-    windows: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+
+def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions: int = 1) -> dict[str, object]:
+    """The snapshot that the streaming path must produce for ``events`` (in arrival order) at ``now_ms``."""
+    calls, agents, _ = replay(list(events), cfg, partitions)
+    facts: list[tuple[str, int, str, int]] = []  # (queue, ts_ms, field, value)
+    waits: list[tuple[str, int, int]] = []  # (queue, left at, wait): calls that left the queue
+    raws: dict[str, QueueRaw] = defaultdict(QueueRaw)
+
+    for call in calls:
+        for queue, steps in call.legs.items():
+            raws[queue]
+            q = cfg.queue(queue)
+            blocked = steps.get("call.blocked")
+            if isinstance(blocked, CallBlocked):
+                facts += [(queue, blocked.ts_ms, "blocked", 1), (queue, blocked.ts_ms, "blocked:" + blocked.reason, 1)]
+            offered = steps.get("call.offered")
+            if offered is None:
+                continue
+            facts.append((queue, offered.ts_ms, "offered", 1))
+            end = next((steps[t] for t in ("call.answered", "call.abandoned", "call.timed_out") if t in steps), None)
+            if end is None:
+                if not call.expired and not call.moved_on(queue):
+                    raw = raws[queue]
+                    raw.waiting += 1
+                    if raw.oldest_waiting_ms is None or offered.ts_ms < raw.oldest_waiting_ms:
+                        raw.oldest_waiting_ms = offered.ts_ms
+                continue
+            at, wait = end.ts_ms, max(0, end.ts_ms - offered.ts_ms)
+            waits.append((queue, at, wait))
+            if end.type == "call.answered":
+                facts += [(queue, at, "answered", 1), (queue, at, "answer_wait_ms", wait)]
+                if wait <= q.sl_threshold_ms:
+                    facts.append((queue, at, "answered_in_sl", 1))
+                ended = steps.get("call.ended")
+                if isinstance(ended, CallEnded):
+                    e = ended.ts_ms
+                    facts += [(queue, e, "handled", 1), (queue, e, "talk_ms", max(0, e - at)),
+                              (queue, e, "hold_ms", round((ended.hold_seconds or 0) * 1000))]
+                    wrap = steps.get("call.wrapup_completed")
+                    if wrap is not None:
+                        facts += [(queue, wrap.ts_ms, "wrapups", 1), (queue, wrap.ts_ms, "acw_ms", max(0, wrap.ts_ms - e))]
+            elif end.type == "call.abandoned":
+                facts.append((queue, at, "abandoned", 1))
+                if wait <= q.short_abandon_ms:
+                    facts.append((queue, at, "short_abandoned", 1))
+                if wait <= q.sl_threshold_ms:
+                    facts.append((queue, at, "abandoned_in_sl", 1))
+            else:
+                facts.append((queue, at, "timed_out", 1))
+
+    for agent in agents.values():
+        for change in agent.changes:
+            for q in change.queues:
+                raws[q]  # every queue an applied event names appears, as in the store's queue set
+        changes = sorted(agent.changes, key=lambda a: (a.ts_ms, a.event_id))
+        for cur, nxt in zip(changes, changes[1:]):
+            if cur.state in ("available", "on_call", "wrap_up"):
+                t = cur.ts_ms
+                while t < nxt.ts_ms:  # one fact per bucket the interval touches
+                    edge = min(nxt.ts_ms, (t // (cfg.bucket_seconds * 1000) + 1) * cfg.bucket_seconds * 1000)
+                    facts += [(q, t, "agent_ms:" + cur.state, edge - t) for q in cur.queues]
+                    t = edge
+        if changes:
+            last = changes[-1]
+            for q in last.queues:
+                raw = raws[q]
+                raw.gauges["agents_" + last.state] = raw.gauges.get("agents_" + last.state, 0) + 1
+                if last.state != "offline":
+                    raw.gauges["agents_staffed"] = raw.gauges.get("agents_staffed", 0) + 1
+                if last.state in ("available", "on_call", "wrap_up"):
+                    raw.open_since.setdefault(last.state, []).append(last.ts_ms)
+
     width = cfg.bucket_seconds
-    for queue, ts_ms, name, value in facts:
-        per = windows[queue]
-        b = bucket_start(ts_ms, width)
-        for wname, wsec in cfg.windows:
-            if in_rolling_window(b, width, wsec, now_ms):
-                per[wname][name] += value
+    spans = list(cfg.windows) + [(ARRIVAL, cfg.forecast_arrival_seconds), (AHT, cfg.forecast_aht_seconds)]
+
+    def windows_of(queue: str, ts: int) -> list[str]:
+        b = bucket_start(ts, width)
+        names = [name for name, secs in spans if in_rolling_window(b, width, secs, now_ms)]
         q = cfg.queue(queue)
-        if day_of(ts_ms, q) == day_of(now_ms, q):
-            per["today"][name] += value
-    gauges = {queue: {"calls_waiting": n} for queue, n in waiting.items()}
-    # Queues that were only ever seen still appear, with zero counts.
-    for _call, queue in legs:
-        windows[queue]
-    return build_snapshot(windows, gauges, cfg.window_names, now_ms)
+        if day_of(ts, q) == day_of(now_ms, q):
+            names.append("today")
+        return names
+
+    for queue, ts, name, value in facts:
+        raw = raws[queue]
+        for w in windows_of(queue, ts):
+            counters = raw.windows.setdefault(w, {})
+            counters[name] = counters.get(name, 0) + value
+    for queue, at, wait in waits:
+        raw = raws[queue]
+        for w in windows_of(queue, at):
+            prev = raw.max_wait_ms.get(w)
+            raw.max_wait_ms[w] = wait if prev is None else max(prev, wait)
+    assert all(window_start_ms(cfg, s, now_ms) <= now_ms for _, s in spans)
+    return build_snapshot(raws, cfg, now_ms)

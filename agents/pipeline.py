@@ -9,10 +9,10 @@ import asyncio
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Awaitable, Callable, Iterable, Optional, Sequence
 
 from agents.config import MetricsConfig
-from agents.core import BatchResult, CallState, Deltas, apply_batch, decode_state, encode_state
+from agents.core import CORES, BatchResult, PartitionState, apply_batch, decode_state, encode_state
 from ccmon.errors import BrokerUnavailable, StoreUnavailable
 from ccmon.store import Commit, Fenced, Store
 from streams.deadletter import DeadLetter, encode as encode_dead_letter, make_dead_letter
@@ -32,22 +32,10 @@ class Message:
     value: Optional[bytes]
 
 
-def _pass_through(states: Mapping[str, object], events: Iterable[Event], cfg: MetricsConfig, deltas: Deltas) -> BatchResult:
-    """The core of a domain whose metrics come in a later issue: count, keep no state."""
-    result = BatchResult(deltas=deltas)
-    result.applied = sum(1 for _ in events)
-    return result
-
-
-CORES: dict[str, Callable[..., BatchResult]] = {"calls": apply_batch}
-DECODERS: dict[str, Callable[[bytes], object]] = {"calls": decode_state}
-ENCODERS: dict[str, Callable[[object], bytes]] = {"calls": encode_state}  # type: ignore[dict-item]
-
-
 @dataclass
 class _Partition:
-    offset: int
-    states: dict[str, CallState]
+    offset: int  # the last offset Redis holds for this partition
+    work: PartitionState
 
 
 SendDeadLetters = Callable[[list[bytes]], Awaitable[None]]
@@ -75,34 +63,37 @@ class Pipeline:
         self.send_dead_letters = send_dead_letters
         self.highwater = highwater
         self.topic_prefix = topic_prefix
-        self.core = CORES.get(domain, _pass_through)
-        self.decode_state = DECODERS.get(domain)
-        self.encode_state = ENCODERS.get(domain)
+        self.core = CORES.get(domain)  # None: metrics for this domain come in a later issue
         self.loaded: dict[int, _Partition] = {}
         self.outage_since: Optional[float] = None
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Drop cached state of partitions this worker no longer owns."""
+        """Drop cached state of partitions (no longer ours, or a batch that failed half-way)."""
         for p in partitions:
             self.loaded.pop(p, None)
 
     async def process(self, messages: Sequence[Message]) -> None:
         """Apply a batch exactly once, retrying through store or broker outages."""
         backoff = 0.2
+        touched = {m.partition for m in messages}
         while True:
             try:
                 await self._process_once(messages)
             except Fenced as exc:
                 log.warning("partitions %s were written by another worker; reloading their state", exc.tps)
-                self.forget(p for _, p in exc.tps)
+                self.forget(touched)
                 continue
             except (StoreUnavailable, BrokerUnavailable) as exc:
+                self.forget(touched)  # the core mutated its working state: start again from Redis
                 if self.outage_since is None:
                     self.outage_since = asyncio.get_running_loop().time()
                 log.error("%s; retrying in %.1fs (nothing is acknowledged until it succeeds)", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            except BaseException:
+                self.forget(touched)
+                raise
             if self.outage_since is not None:
                 log.warning("store is back; resumed after %.1fs", asyncio.get_running_loop().time() - self.outage_since)
                 self.outage_since = None
@@ -111,30 +102,30 @@ class Pipeline:
     async def _load(self, partition: int) -> _Partition:
         part = self.loaded.get(partition)
         if part is None:
-            offset, raw = await self.store.load_partition((self.topic, partition))
+            tp = (self.topic, partition)
+            offset, raw, stream_ms = await self.store.load_partition(tp)
             hw = self.highwater(partition)
             if hw is not None and offset >= hw:
                 log.error(
                     "%s partition %d: Redis has applied up to offset %d but the log ends at %d (the broker lost its "
-                    "log or the topic was recreated); resetting this partition's offset and entity states so no new "
-                    "event is skipped. Counters already in Redis are kept.",
+                    "log or the topic was recreated); resetting this partition's offset, stream time and entity "
+                    "states so no new event is skipped. Counters already in Redis are kept.",
                     self.topic, partition, offset, hw,
                 )
-                await self.store.reset_partition((self.topic, partition), offset)
-                offset, raw = -1, {}
-            decode = self.decode_state
-            states = {k: decode(v) for k, v in raw.items()} if decode else {}  # type: ignore[misc]
-            part = self.loaded[partition] = _Partition(offset, states)  # type: ignore[arg-type]
+                await self.store.reset_partition(tp, offset)
+                offset, raw, stream_ms = -1, {}, None
+            work = PartitionState(stream_ms=stream_ms)
+            if self.core is not None:
+                work.states = {k: decode_state(self.domain, v) for k, v in raw.items()}
+                work.index(self.core, self.cfg)
+            part = self.loaded[partition] = _Partition(offset, work)
         return part
 
-    def _reject(self, dead: list[DeadLetter], stats: Counter, msg: Message, raw: bytes, reason: str, detail: str, index: Optional[int]) -> None:
+    def _reject(self, dead: list[DeadLetter], stats: Counter, msg: Message, raw: bytes, reason: str, detail: str,
+                index: Optional[int]) -> None:
         stats["rejected:" + reason] += 1
-        dead.append(
-            make_dead_letter(
-                raw, reason, detail, "worker",
-                source_topic=msg.topic, partition=msg.partition, offset=msg.offset, index=index,
-            )
-        )
+        dead.append(make_dead_letter(raw, reason, detail, "worker", source_topic=msg.topic, partition=msg.partition,
+                                     offset=msg.offset, index=index))
 
     async def _process_once(self, messages: Sequence[Message]) -> None:
         by_part: dict[int, list[Message]] = defaultdict(list)
@@ -144,12 +135,11 @@ class Pipeline:
 
         stats: Counter[str] = Counter()
         dead: list[DeadLetter] = []
-        deltas: Deltas = defaultdict(lambda: defaultdict(int))
-        commit = Commit(deltas=deltas)
-        results: dict[int, BatchResult] = {}
+        commit = Commit()
         for p, msgs in by_part.items():
             part = parts[p]
             events: list[Event] = []
+            origins: list[tuple[Message, int, bool]] = []  # (message, index, from a batch) of each event
             newest = part.offset
             for m in msgs:
                 if m.offset <= part.offset:
@@ -161,53 +151,56 @@ class Pipeline:
                     self._reject(dead, stats, m, b"", "empty_message", "the message has no value", None)
                     continue
                 items = decode_message(m.value)
-                batch_index = len(items) > 1 or m.value.lstrip()[:1] == b"["
-                originals: Optional[list[bytes]] = None
+                batch = len(items) > 1 or m.value.lstrip()[:1] == b"["
                 for i, item in enumerate(items):
-                    idx = i if batch_index else None
+                    idx = i if batch else None
                     stats["consumed"] += 1
                     if isinstance(item, Rejected):
                         self._reject(dead, stats, m, item.raw, item.reason, item.detail, idx)
                     elif item.domain != self.domain:
-                        originals = originals or split_message(m.value)
-                        self._reject(
-                            dead, stats, m, originals[i], "wrong_topic",
-                            f"{item.type} events belong on {self.topic_prefix}{item.domain}, not {m.topic}", idx,
-                        )
-                    elif partition_for(item.entity_id, self.partitions) != p:
-                        originals = originals or split_message(m.value)
-                        self._reject(
-                            dead, stats, m, originals[i], "wrong_partition",
-                            f"{item.entity_field} {item.entity_id!r} belongs on partition "
-                            f"{partition_for(item.entity_id, self.partitions)}, not {p}; key messages by "
-                            f"{item.entity_field} and batch only events of one partition", idx,
-                        )
+                        self._reject(dead, stats, m, split_message(m.value)[i], "wrong_topic",
+                                     f"{item.type} events belong on {self.topic_prefix}{item.domain}, not {m.topic}", idx)
+                    elif (home := partition_for(item.entity_id, self.partitions)) != p:
+                        self._reject(dead, stats, m, split_message(m.value)[i], "wrong_partition",
+                                     f"{item.entity_field} {item.entity_id!r} belongs on partition {home}, not {p}; key "
+                                     f"messages by {item.entity_field} and batch only events of one partition", idx)
                     else:
                         events.append(item)
+                        origins.append((m, i, batch))
             if newest == part.offset:
                 continue
-            commit.offsets[(self.topic, p)] = (part.offset, newest)
-            res = self.core(part.states, events, self.cfg, deltas)
-            results[p] = res
-            stats["applied"] += res.applied
-            stats["duplicates"] += res.duplicates
-            commit.queues |= res.queues
-            if res.states and self.encode_state:
-                commit.states[(self.topic, p)] = {k: self.encode_state(v) for k, v in res.states.items()}
+            tp = (self.topic, p)
+            commit.offsets[tp] = (part.offset, newest)
+            if self.core is None:
+                stats["applied"] += len(events)
+            else:
+                res: BatchResult = apply_batch(self.core, part.work, events, self.cfg, BatchResult(deltas=commit.deltas))
+                for i, reason, detail in res.rejected:
+                    m, idx, batch = origins[i]
+                    raw = split_message(m.value)[idx] if m.value is not None else b""  # type: ignore[arg-type]
+                    self._reject(dead, stats, m, raw, reason, detail, idx if batch else None)
+                stats["applied"] += res.applied
+                stats["duplicates"] += res.duplicates
+                stats["expired"] += res.expired
+                stats["evicted"] += res.evicted
+                commit.queues |= res.queues
+                if res.changed:
+                    commit.states[tp] = {k: None if v is None else encode_state(v) for k, v in res.changed.items()}
+                if part.work.stream_ms is not None:
+                    commit.stream_ms[tp] = part.work.stream_ms
             hw = self.highwater(p)
             if hw is not None:
-                commit.highwater[(self.topic, p)] = hw
+                commit.highwater[tp] = hw
         if not commit.offsets:
             return
-        commit.stats = {f"{k}:{self.domain}" if k in ("applied", "duplicates") else k: v for k, v in stats.items()}
+        per_domain = ("applied", "duplicates", "expired", "evicted")
+        commit.stats = {f"{k}:{self.domain}" if k in per_domain else k: v for k, v in stats.items()}
         commit.stats["batches"] = 1
         if dead:
             # Dead letters are published before the commit: a crash in between re-sends them
             # (at least once, each carries topic/partition/offset/index to dedup), never loses them.
             await self.send_dead_letters([encode_dead_letter(d) for d in dead])
         await self.store.commit(commit)
-        for p, res in results.items():
-            part = parts[p]
-            part.offset = commit.offsets[(self.topic, p)][1]
-            part.states.update(res.states)  # type: ignore[arg-type]
-
+        for p in by_part:
+            if (self.topic, p) in commit.offsets:
+                parts[p].offset = commit.offsets[(self.topic, p)][1]

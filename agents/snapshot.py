@@ -1,110 +1,238 @@
-"""Pure assembly of the snapshot: raw window counters in, named metrics and ratios out.
+"""Pure assembly of the snapshot: raw per-queue aggregates in, named metrics and ratios out.
 
-Both the Redis reader and the oracle end here, so a ratio is computed by one
-function from integer counters and the two paths can be compared exactly.
+Both the Redis reader and the oracle end in ``build_snapshot``, so every ratio is
+computed by one function from integer sums and the two paths compare exactly.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
-from agents.config import MetricsConfig, day_of, window_buckets
+from agents import erlang
+from agents.config import MetricsConfig, QueueConfig, day_of, window_buckets
 from agents.core import (
     ABANDONED,
+    ABANDONED_IN_SL,
+    ACW_MS,
+    AGENT_GAUGE,
+    AGENT_MS,
     ANSWER_WAIT_MS,
     ANSWERED,
     ANSWERED_IN_SL,
     BLOCKED,
     BLOCKED_REASON,
-    CALLS_WAITING,
+    HANDLED,
+    HOLD_MS,
+    OCCUPANCY_STATES,
     OFFERED,
     SHORT_ABANDONED,
+    STAFFED,
+    TALK_MS,
     TIMED_OUT,
+    WRAPUPS,
+    Z_OPEN,
+    Z_WAIT,
+    Z_WAITING,
     WindowKey,
 )
 
 Counts = Mapping[str, int]
+ARRIVAL = "_arrival"  # the forecast's arrival window (last 15 minutes)
+AHT = "_aht"  # the forecast's AHT window (last hour)
+AGENT_STATES = ("available", "on_call", "wrap_up", "away")
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
+@dataclass
+class QueueRaw:
+    """Everything the snapshot needs of one queue, as integer sums."""
+
+    windows: dict[str, dict[str, int]] = field(default_factory=dict)  # window name -> counters
+    max_wait_ms: dict[str, Optional[int]] = field(default_factory=dict)  # window name -> longest wait
+    gauges: dict[str, int] = field(default_factory=dict)  # agents_<state>, agents_staffed
+    waiting: int = 0
+    oldest_waiting_ms: Optional[int] = None
+    open_since: dict[str, list[int]] = field(default_factory=dict)  # state -> since (ms) of each agent in it
+
+
+def ratio(numerator: float, denominator: float) -> Optional[float]:
     """``numerator / denominator``, or ``None`` when the denominator is 0 (never 0 or 1)."""
     return numerator / denominator if denominator else None
 
 
-def window_view(c: Counts) -> dict[str, object]:
+def service_level(c: Counts, formula: str) -> Optional[float]:
+    """Service level by the queue's formula."""
+    answered, abandoned, timed_out = c.get(ANSWERED, 0), c.get(ABANDONED, 0), c.get(TIMED_OUT, 0)
+    in_sl, short = c.get(ANSWERED_IN_SL, 0), c.get(SHORT_ABANDONED, 0)
+    if formula == "answered_only":
+        return ratio(in_sl, answered)
+    if formula == "abandons_met_if_short":
+        return ratio(in_sl + c.get(ABANDONED_IN_SL, 0), answered + abandoned + timed_out)
+    return ratio(in_sl, answered + abandoned + timed_out - short)
+
+
+def window_view(c: Counts, max_wait_ms: Optional[int], formula: str) -> dict[str, object]:
     """The call metrics of one window, from its summed counters."""
-    answered = c.get(ANSWERED, 0)
-    abandoned = c.get(ABANDONED, 0)
-    short = c.get(SHORT_ABANDONED, 0)
+    answered, abandoned, timed_out = c.get(ANSWERED, 0), c.get(ABANDONED, 0), c.get(TIMED_OUT, 0)
+    offered, blocked, short = c.get(OFFERED, 0), c.get(BLOCKED, 0), c.get(SHORT_ABANDONED, 0)
+    handled = c.get(HANDLED, 0)
     return {
-        "offered": c.get(OFFERED, 0),
+        "offered": offered,
         "answered": answered,
         "answered_in_sl": c.get(ANSWERED_IN_SL, 0),
         "abandoned": abandoned,
         "short_abandoned": short,
-        "timed_out": c.get(TIMED_OUT, 0),
-        "blocked": c.get(BLOCKED, 0),
+        "timed_out": timed_out,
+        "blocked": blocked,
         "blocked_by_reason": {
-            k[len(BLOCKED_REASON) :]: v for k, v in sorted(c.items()) if k.startswith(BLOCKED_REASON) and v
+            k[len(BLOCKED_REASON):]: v for k, v in sorted(c.items()) if k.startswith(BLOCKED_REASON) and v
         },
+        "handled": handled,
+        "service_level": service_level(c, formula),
+        "blocking_rate": ratio(blocked, offered + blocked),
+        "abandon_rate": ratio(abandoned - short, answered + abandoned + timed_out - short),
         "asa_seconds": ratio(c.get(ANSWER_WAIT_MS, 0) / 1000, answered),
-        "service_level": ratio(c.get(ANSWERED_IN_SL, 0), answered + abandoned - short),
+        "max_wait_seconds": None if max_wait_ms is None else max_wait_ms / 1000,
+        "aht_seconds": ratio((c.get(TALK_MS, 0) + c.get(ACW_MS, 0)) / 1000, handled),
+        "avg_talk_seconds": ratio(c.get(TALK_MS, 0) / 1000, handled),
+        "avg_hold_seconds": ratio(c.get(HOLD_MS, 0) / 1000, handled),
+        "avg_acw_seconds": ratio(c.get(ACW_MS, 0) / 1000, c.get(WRAPUPS, 0)),
     }
 
 
-def now_view(g: Counts) -> dict[str, object]:
-    """The point-in-time gauges of one queue."""
-    return {"calls_waiting": g.get(CALLS_WAITING, 0)}
+def window_start_ms(cfg: MetricsConfig, window_s: int, now_ms: int) -> int:
+    """Start of the first bucket a rolling window sums (open agent intervals count from here)."""
+    return window_buckets(cfg.bucket_seconds, window_s, now_ms)[0] * 1000
 
 
-def build_snapshot(
-    windows: Mapping[str, Mapping[str, Counts]],
-    gauges: Mapping[str, Counts],
-    window_names: tuple[str, ...],
-    now_ms: int,
-) -> dict[str, object]:
-    """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>...}}}``."""
+def occupancy(raw: QueueRaw, window: str, window_s: int, cfg: MetricsConfig, now_ms: int) -> Optional[float]:
+    """Busy (on call + wrap-up) over staffed-and-working time in a rolling window."""
+    c = raw.windows.get(window, {})
+    start = window_start_ms(cfg, window_s, now_ms)
+    time_in = {}
+    for st in OCCUPANCY_STATES:
+        open_ms = sum(max(0, now_ms - max(since, start)) for since in raw.open_since.get(st, ()))
+        time_in[st] = c.get(AGENT_MS + st, 0) + open_ms
+    busy = time_in["on_call"] + time_in["wrap_up"]
+    return ratio(busy, busy + time_in["available"])
+
+
+def now_view(raw: QueueRaw, q: QueueConfig, cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
+    """The point-in-time gauges and forecasts of one queue."""
+    g = raw.gauges
+    view: dict[str, object] = {
+        "calls_waiting": raw.waiting,
+        "oldest_waiting_since": None if raw.oldest_waiting_ms is None else raw.oldest_waiting_ms / 1000,
+        "longest_wait_seconds": None if raw.oldest_waiting_ms is None else max(0, now_ms - raw.oldest_waiting_ms) / 1000,
+    }
+    for st in AGENT_STATES:
+        view[AGENT_GAUGE + st] = g.get(AGENT_GAUGE + st, 0)
+    view[STAFFED] = g.get(STAFFED, 0)
+    for name, seconds in cfg.windows:
+        view[f"occupancy_{name}"] = occupancy(raw, name, seconds, cfg, now_ms)
+    aht_c = raw.windows.get(AHT, {})
+    aht = ratio((aht_c.get(TALK_MS, 0) + aht_c.get(ACW_MS, 0)) / 1000, aht_c.get(HANDLED, 0))
+    fc = erlang.forecast(raw.windows.get(ARRIVAL, {}).get(OFFERED, 0), aht, view[STAFFED],  # type: ignore[arg-type]
+                         q.sl_threshold_seconds, q.sl_target)
+    view.update(
+        arrival_rate_per_hour=fc.arrival_rate_per_hour,
+        predicted_service_level=fc.predicted_service_level,
+        predicted_asa_seconds=fc.predicted_asa_seconds,
+        agents_required=fc.agents_required,
+        sl_target=q.sl_target,
+        asa_target_seconds=q.asa_target_seconds,
+    )
+    return view
+
+
+def _sum(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = defaultdict(int)
+    for d in dicts:
+        for k, v in d.items():
+            total[k] += v
+    return dict(total)
+
+
+def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
+    """All queues: counts summed, ratios recomputed from the sums (standard SL), never averaged."""
+    view: dict[str, object] = {}
+    oldest = [r.oldest_waiting_ms for r in raws.values() if r.oldest_waiting_ms is not None]
+    view["now"] = {
+        "calls_waiting": sum(r.waiting for r in raws.values()),
+        "oldest_waiting_since": min(oldest) / 1000 if oldest else None,
+        "longest_wait_seconds": max(0, now_ms - min(oldest)) / 1000 if oldest else None,
+    }
+    for name in cfg.window_names:
+        maxes = [r.max_wait_ms.get(name) for r in raws.values()]
+        known = [m for m in maxes if m is not None]
+        view[name] = window_view(_sum(r.windows.get(name, {}) for r in raws.values()),
+                                 max(known) if known else None, "standard")
+    return view
+
+
+def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
+    """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>...}}, "all": {...}}``."""
     queues: dict[str, object] = {}
-    for queue in sorted(set(windows) | set(gauges)):
-        per = windows.get(queue, {})
-        view: dict[str, object] = {"now": now_view(gauges.get(queue, {}))}
-        for name in window_names:
-            view[name] = window_view(per.get(name, {}))
+    for queue in sorted(raws):
+        raw, q = raws[queue], cfg.queue(queue)
+        view: dict[str, object] = {"now": now_view(raw, q, cfg, now_ms)}
+        for name in cfg.window_names:
+            view[name] = window_view(raw.windows.get(name, {}), raw.max_wait_ms.get(name), q.sl_formula)
         queues[queue] = view
-    generated = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"generated_at": generated, "queues": queues}
+    generated = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return {"generated_at": generated.replace("+00:00", "Z"), "queues": queues, "all": rollup(raws, cfg, now_ms)}
+
+
+# ------------------------------------------------------------------ the reader
+
+
+def reader_windows(cfg: MetricsConfig) -> list[tuple[str, int]]:
+    """Every rolling span the reader sums: the configured windows plus the forecast's two."""
+    return list(cfg.windows) + [(ARRIVAL, cfg.forecast_arrival_seconds), (AHT, cfg.forecast_aht_seconds)]
+
+
+@dataclass
+class StoreData:
+    """What the reader fetched from the store for a set of queues."""
+
+    counters: dict[WindowKey, Counts] = field(default_factory=dict)
+    zmax: dict[WindowKey, int] = field(default_factory=dict)  # max score of each wait set
+    waiting: dict[str, tuple[int, Optional[int]]] = field(default_factory=dict)  # queue -> (count, oldest)
+    open_since: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (queue, state) -> since
 
 
 def needed_keys(queues: Iterable[str], cfg: MetricsConfig, now_ms: int) -> list[WindowKey]:
-    """The counter hashes a snapshot at ``now_ms`` reads: buckets, today's day and the gauges."""
-    width = cfg.bucket_seconds
-    buckets = window_buckets(width, cfg.longest_window_seconds, now_ms) if cfg.windows else range(0)
+    """Counter hashes and wait sets a snapshot at ``now_ms`` reads (gauges and live sets are per queue)."""
+    buckets = window_buckets(cfg.bucket_seconds, cfg.longest_window_seconds, now_ms)
     keys: list[WindowKey] = []
     for queue in queues:
-        keys += [("b", queue, b) for b in buckets]
-        keys.append(("d", queue, day_of(now_ms, cfg.queue(queue))))
-        keys.append(("n", queue, ""))
+        day = day_of(now_ms, cfg.queue(queue))
+        keys += [("b", queue, b) for b in buckets] + [("d", queue, day), ("n", queue, "")]
+        keys += [(Z_WAIT, queue, b) for b in buckets] + [(Z_WAIT + "d", queue, day)]
     return keys
 
 
-def assemble(
-    queues: Iterable[str], data: Mapping[WindowKey, Counts], cfg: MetricsConfig, now_ms: int
-) -> dict[str, object]:
-    """Sum the stored hashes into windows and build the snapshot (the reader's pure half)."""
+def assemble(queues: Iterable[str], data: StoreData, cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
+    """Sum the stored structures into windows and build the snapshot (the reader's pure half)."""
     width = cfg.bucket_seconds
-    windows: dict[str, dict[str, dict[str, int]]] = {}
-    gauges: dict[str, Counts] = {}
+    raws: dict[str, QueueRaw] = {}
     for queue in queues:
-        per: dict[str, dict[str, int]] = {}
-        for wname, wsec in cfg.windows:
-            total: dict[str, int] = defaultdict(int)
-            for b in window_buckets(width, wsec, now_ms):
-                for k, v in data.get(("b", queue, b), {}).items():
-                    total[k] += v
-            per[wname] = total
-        per["today"] = dict(data.get(("d", queue, day_of(now_ms, cfg.queue(queue))), {}))
-        windows[queue] = per
-        gauges[queue] = data.get(("n", queue, ""), {})
-    return build_snapshot(windows, gauges, cfg.window_names, now_ms)
+        raw = QueueRaw()
+        for name, seconds in reader_windows(cfg):
+            buckets = window_buckets(width, seconds, now_ms)
+            raw.windows[name] = _sum(data.counters.get(("b", queue, b), {}) for b in buckets)
+            maxes = [data.zmax[k] for k in ((Z_WAIT, queue, b) for b in buckets) if k in data.zmax]
+            raw.max_wait_ms[name] = max(maxes) if maxes else None
+        day = day_of(now_ms, cfg.queue(queue))
+        raw.windows["today"] = dict(data.counters.get(("d", queue, day), {}))
+        raw.max_wait_ms["today"] = data.zmax.get((Z_WAIT + "d", queue, day))
+        raw.gauges = {k: v for k, v in data.counters.get(("n", queue, ""), {}).items() if k.startswith(AGENT_GAUGE)}
+        raw.waiting, raw.oldest_waiting_ms = data.waiting.get(queue, (0, None))
+        raw.open_since = {st: data.open_since.get((queue, st), []) for st in OCCUPANCY_STATES}
+        raws[queue] = raw
+    return build_snapshot(raws, cfg, now_ms)
+
+
+LIVE_SETS = (Z_WAITING,) + tuple(Z_OPEN + st for st in OCCUPANCY_STATES)

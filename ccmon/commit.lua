@@ -1,9 +1,11 @@
--- One batch, applied atomically: fence on the partition offsets, then counters, expiries,
--- entity states, queue names and the new offsets. Returns {} on success, or the offset
--- fields whose stored value differs from what the worker expected (nothing is written then).
+-- One batch, applied atomically: fence on the partition offsets, then counters, entity
+-- states, queue names, sorted sets, expiries (last, so keys created here get theirs) and the
+-- new offsets. Returns {} on success, or the offset fields whose stored value differs from
+-- what the worker expected; nothing is written then.
 -- ARGV: offsets_key, then sections, each a count followed by its items:
---   offsets (field, expected, new) | hincrby (key, field, delta) | expireat (key, ts)
---   hset (key, field, value) | hdel (key, field) | sadd (key, member)
+--   offsets (field, expected, new) | hincrby (key, field, delta) | hset (key, field, value)
+--   hdel (key, field) | sadd (key, member) | zrem (key, member) | zadd (key, member, score)
+--   expireat (key, ts)
 local offsets = ARGV[1]
 local n = tonumber(ARGV[2])
 local bad = {}
@@ -26,11 +28,6 @@ for _ = 1, n do
 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  redis.call('EXPIREAT', ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
   redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
   i = i + 3
 end
@@ -42,6 +39,21 @@ end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   redis.call('SADD', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('ZREM', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('ZADD', ARGV[i], ARGV[i + 2], ARGV[i + 1])
+  i = i + 3
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('EXPIREAT', ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 return {}

@@ -14,7 +14,32 @@ from prometheus_client.exposition import choose_encoder
 
 from ccmon import __version__
 
-WINDOW_COUNTS = ("offered", "answered", "answered_in_sl", "abandoned", "short_abandoned", "timed_out", "blocked")
+WINDOW_COUNTS = ("offered", "answered", "answered_in_sl", "abandoned", "short_abandoned", "timed_out", "blocked",
+                 "handled")
+# snapshot field -> (metric, help); a None value (empty denominator) yields no sample.
+WINDOW_VALUES = {
+    "service_level": ("ccmon_service_level_ratio", "Service level by the queue's formula."),
+    "abandon_rate": ("ccmon_abandon_ratio", "(abandoned - short) / (answered + abandoned + timed_out - short)."),
+    "blocking_rate": ("ccmon_blocking_ratio", "blocked / (offered + blocked)."),
+    "asa_seconds": ("ccmon_asa_seconds", "Mean wait of answered calls."),
+    "max_wait_seconds": ("ccmon_max_wait_seconds", "Longest wait of a call that left the queue."),
+    "aht_seconds": ("ccmon_aht_seconds", "(talk + after-call work) / handled."),
+    "avg_talk_seconds": ("ccmon_avg_talk_seconds", "Mean talk time of handled calls."),
+    "avg_hold_seconds": ("ccmon_avg_hold_seconds", "Mean hold time of handled calls."),
+    "avg_acw_seconds": ("ccmon_avg_acw_seconds", "Mean after-call work per completed wrap-up."),
+}
+NOW_VALUES = {
+    "calls_waiting": ("ccmon_calls_waiting", "Calls offered and not yet out of the queue."),
+    "longest_wait_seconds": ("ccmon_longest_wait_seconds", "How long the oldest waiting call has waited."),
+    "oldest_waiting_since": ("ccmon_oldest_waiting_timestamp_seconds", "When the oldest waiting call was offered."),
+    "arrival_rate_per_hour": ("ccmon_arrival_rate_per_hour", "Offers in the last 15 minutes, per hour."),
+    "predicted_service_level": ("ccmon_predicted_service_level_ratio", "Erlang C service level at current staffing."),
+    "predicted_asa_seconds": ("ccmon_predicted_asa_seconds", "Erlang C ASA at current staffing."),
+    "agents_required": ("ccmon_agents_required", "Fewest agents that meet the SL target (Erlang C)."),
+    "sl_target": ("ccmon_service_level_target_ratio", "The queue's configured service-level target."),
+    "asa_target_seconds": ("ccmon_asa_target_seconds", "The queue's configured ASA target."),
+}
+AGENT_STATES = ("available", "on_call", "wrap_up", "away", "staffed")
 
 
 class SnapshotCollector:
@@ -29,28 +54,36 @@ class SnapshotCollector:
         calls = GaugeMetricFamily(
             "ccmon_window_calls", "Calls in the window by outcome (event time).", labels=["queue", "window", "outcome"]
         )
-        sl = GaugeMetricFamily(
-            "ccmon_service_level_ratio",
-            "answered_in_sl / (answered + abandoned - short_abandoned); absent when the denominator is 0.",
-            labels=["queue", "window"],
-        )
-        asa = GaugeMetricFamily(
-            "ccmon_asa_seconds", "Mean wait of answered calls; absent when none were answered.", labels=["queue", "window"]
-        )
-        waiting = GaugeMetricFamily("ccmon_calls_waiting", "Calls offered and not yet out of the queue.", labels=["queue"])
+        values = {k: GaugeMetricFamily(n, h, labels=["queue", "window"]) for k, (n, h) in WINDOW_VALUES.items()}
+        now = {k: GaugeMetricFamily(n, h, labels=["queue"]) for k, (n, h) in NOW_VALUES.items()}
+        agents = GaugeMetricFamily("ccmon_agents", "Agents per queue by current state (staffed: all but offline).",
+                                   labels=["queue", "state"])
+        occupancy = GaugeMetricFamily("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + "
+                                      "wrap-up) time over the window.", labels=["queue", "window"])
         queues: Mapping[str, Mapping[str, Mapping[str, object]]] = self.snapshot.get("queues", {})  # type: ignore[assignment]
         for queue, view in queues.items():
-            waiting.add_metric([queue], float(view["now"]["calls_waiting"]))  # type: ignore[arg-type]
+            n = view["now"]
+            for key, fam in now.items():
+                if n.get(key) is not None:
+                    fam.add_metric([queue], float(n[key]))  # type: ignore[arg-type]
+            for st in AGENT_STATES:
+                agents.add_metric([queue, st], float(n["agents_" + st]))  # type: ignore[arg-type]
+            for key, v in n.items():
+                if key.startswith("occupancy_") and v is not None:
+                    occupancy.add_metric([queue, key[len("occupancy_"):]], float(v))  # type: ignore[arg-type]
             for window, w in view.items():
                 if window == "now":
                     continue
                 for name in WINDOW_COUNTS:
                     calls.add_metric([queue, window, name], float(w[name]))  # type: ignore[arg-type]
-                if w["service_level"] is not None:
-                    sl.add_metric([queue, window], float(w["service_level"]))  # type: ignore[arg-type]
-                if w["asa_seconds"] is not None:
-                    asa.add_metric([queue, window], float(w["asa_seconds"]))  # type: ignore[arg-type]
-        yield from (calls, sl, asa, waiting)
+                for key, fam in values.items():
+                    if w[key] is not None:
+                        fam.add_metric([queue, window], float(w[key]))  # type: ignore[arg-type]
+        yield calls
+        yield from values.values()
+        yield from now.values()
+        yield agents
+        yield occupancy
 
         stats: Mapping[str, int] = self.status.get("stats", {})  # type: ignore[assignment]
         consumed = CounterMetricFamily("ccmon_events_consumed", "Events decoded from the topics (valid or not).")
@@ -60,6 +93,12 @@ class SnapshotCollector:
         rejected = CounterMetricFamily(
             "ccmon_events_rejected", "Events sent to the dead-letter topic, by reason.", labels=["reason"]
         )
+        late = CounterMetricFamily("ccmon_events_late", "Events older than stream time minus the lateness.")
+        late.add_metric([], stats.get("rejected:late", 0))
+        invalid = CounterMetricFamily("ccmon_events_invalid_transition", "Events that broke an entity's path.")
+        invalid.add_metric([], stats.get("rejected:invalid_transition", 0))
+        expired = CounterMetricFamily("ccmon_calls_expired", "Calls never seen to finish within the max age.")
+        expired.add_metric([], stats.get("expired:calls", 0))
         for key, value in sorted(stats.items()):
             kind, _, label = key.partition(":")
             if kind == "applied":
@@ -79,7 +118,7 @@ class SnapshotCollector:
             last.add_metric([], stats["last_commit_ms"] / 1000)
         info = InfoMetricFamily("ccmon_build", "ccmon build information.")
         info.add_metric([], {"version": __version__})
-        yield from (consumed, applied, dups, rejected, lag, last, info)
+        yield from (consumed, applied, dups, rejected, late, invalid, expired, lag, last, info)
 
 
 def render(snapshot: Mapping[str, object], status: Mapping[str, object], accept: str | None) -> tuple[bytes, str]:

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -40,6 +40,8 @@ class QueueModel(BaseModel):
     timezone: Optional[str] = None
     daily_reset: Optional[str] = None
     sl_target: Optional[float] = Field(default=None, gt=0, le=1)
+    sl_formula: Optional[Literal["standard", "answered_only", "abandons_met_if_short"]] = None
+    asa_target_seconds: Optional[float] = Field(default=None, gt=0)
 
     @field_validator("timezone")
     @classmethod
@@ -68,8 +70,11 @@ class FileModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     bucket_seconds: int = Field(default=60, gt=0, le=3600)
-    windows: list[str] = ["15m", "1h"]
+    windows: list[str] = ["15m", "30m", "1h"]
     day_retention_days: int = Field(default=35, ge=1)
+    lateness: str = "10m"
+    call_max_age: str = "4h"
+    agent_idle_eviction: str = "24h"
     defaults: QueueModel = QueueModel()
     queues: dict[str, QueueModel] = {}
 
@@ -80,6 +85,12 @@ class FileModel(BaseModel):
             if w == "today":
                 raise ValueError("`today` is always present; list only rolling windows such as 15m or 1h")
             parse_duration(w)
+        return v
+
+    @field_validator("lateness", "call_max_age", "agent_idle_eviction")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
         return v
 
 
@@ -128,6 +139,8 @@ def load_metrics_config(path: Optional[Path]) -> MetricsConfig:
             raise ConfigError(f"queue config {path} is not valid YAML: {exc}") from None
     try:
         model = FileModel.model_validate(raw)
+        if parse_duration(model.call_max_age) <= parse_duration(model.lateness):
+            raise ConfigError(f"queue config {path}: call_max_age must be longer than lateness")
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"queue config {path or '(defaults)'} is invalid: {problems}") from None
@@ -138,6 +151,9 @@ def load_metrics_config(path: Optional[Path]) -> MetricsConfig:
         defaults=defaults,
         queues={name: q.over(defaults) for name, q in model.queues.items()},
         day_retention_days=model.day_retention_days,
+        lateness_seconds=parse_duration(model.lateness),
+        call_max_age_seconds=parse_duration(model.call_max_age),
+        agent_idle_eviction_seconds=parse_duration(model.agent_idle_eviction),
     )
 
 

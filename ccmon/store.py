@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
 from agents.config import MetricsConfig, day_end_epoch
-from agents.core import Deltas, WindowKey
-from agents.snapshot import assemble, needed_keys
+from agents.core import Deltas, WindowKey, Z_WAITING
+from agents.snapshot import LIVE_SETS, StoreData, assemble, needed_keys
 from ccmon.errors import StoreUnavailable
 
 PREFIX = "ccmon:"
@@ -22,6 +22,7 @@ PREFIX = "ccmon:"
 _RESET_PARTITION = """
 if (redis.call('HGET', KEYS[1], ARGV[1]) or '-1') ~= ARGV[2] then return 1 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
 return 0
 """
@@ -33,8 +34,9 @@ class Commit:
     """Everything one batch writes, applied in a single atomic step."""
 
     offsets: dict[TP, tuple[int, int]] = field(default_factory=dict)  # tp -> (expected stored, new)
-    deltas: Deltas = field(default_factory=dict)
-    states: dict[TP, dict[str, bytes]] = field(default_factory=dict)
+    deltas: Deltas = field(default_factory=Deltas)
+    states: dict[TP, dict[str, Optional[bytes]]] = field(default_factory=dict)  # None deletes
+    stream_ms: dict[TP, int] = field(default_factory=dict)
     queues: set[str] = field(default_factory=set)
     stats: dict[str, int] = field(default_factory=dict)
     highwater: dict[TP, int] = field(default_factory=dict)
@@ -67,14 +69,14 @@ class Store:
     def key(self, wk: WindowKey) -> str:
         """The Redis key of a counter hash."""
         kind, queue, part = wk
-        return f"{PREFIX}{kind}:{queue}" if kind == "n" else f"{PREFIX}{kind}:{queue}:{part}"
+        return f"{PREFIX}{kind}:{queue}" if part == "" else f"{PREFIX}{kind}:{queue}:{part}"
 
     def expire_at(self, wk: WindowKey) -> int | None:
         """When a counter hash may go: buckets after the longest window, days after retention."""
         kind, queue, part = wk
-        if kind == "b":
+        if kind in ("b", "zw"):
             return int(part) + self.cfg.longest_window_seconds + 2 * self.cfg.bucket_seconds  # type: ignore[arg-type]
-        if kind == "d":
+        if kind in ("d", "zwd"):
             return day_end_epoch(str(part), self.cfg.queue(queue)) + self.cfg.day_retention_days * 86400
         return None
 
@@ -87,6 +89,7 @@ class Store:
     QUEUES = PREFIX + "queues"
     STATS = PREFIX + "stats"
     HIGHWATER = PREFIX + "highwater"
+    STREAM_TIME = PREFIX + "stream_ms"
     TOPIC_IDS = PREFIX + "topic_ids"
 
     # ------------------------------------------------------------------ calls
@@ -121,18 +124,25 @@ class Store:
         keys = [self.TOPIC_IDS, self.OFFSETS] + [self.state_key((topic, p)) for p in range(partitions)]
         return bool(await self._call(self._reset(keys=keys, args=[topic, topic_id, partitions])))
 
-    async def load_partition(self, tp: TP) -> tuple[int, dict[str, bytes]]:
-        """The last applied offset (-1 for none) and the entity states of one partition."""
+    async def load_partition(self, tp: TP) -> tuple[int, dict[str, bytes], Optional[int]]:
+        """The last applied offset (-1 for none), the entity states and the stream time of one partition."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(self.OFFSETS, _tp_field(tp))
         pipe.hgetall(self.state_key(tp))
-        offset, states = await self._call(pipe.execute())
-        return (int(offset) if offset is not None else -1), {k.decode(): v for k, v in states.items()}
+        pipe.hget(self.STREAM_TIME, _tp_field(tp))
+        offset, states, stream = await self._call(pipe.execute())
+        return (
+            int(offset) if offset is not None else -1,
+            {k.decode(): v for k, v in states.items()},
+            int(stream) if stream is not None else None,
+        )
 
     async def reset_partition(self, tp: TP, expected: int) -> None:
         """Forget one partition's offset and entity states (the log no longer holds them); fenced."""
         field_ = _tp_field(tp)
-        bad = await self._call(self._reset_part(keys=[self.OFFSETS, self.state_key(tp)], args=[field_, str(expected)]))
+        bad = await self._call(
+            self._reset_part(keys=[self.OFFSETS, self.state_key(tp), self.STREAM_TIME], args=[field_, str(expected)])
+        )
         if bad:
             raise Fenced([tp])
 
@@ -142,34 +152,53 @@ class Store:
         for tp, (expected, new) in c.offsets.items():
             args += [_tp_field(tp), str(expected), new]
         incr: list[object] = []
-        expiries: list[object] = []
-        for wk, fields in c.deltas.items():
+        expiries: dict[str, int] = {}
+        for wk, fields in c.deltas.counters.items():
             k = self.key(wk)
-            n = 0
+            touched = False
             for f, v in fields.items():
                 if v:
                     incr += [k, f, v]
-                    n += 1
-            at = self.expire_at(wk) if n else None
+                    touched = True
+            at = self.expire_at(wk) if touched else None
             if at is not None:
-                expiries += [k, at]
+                expiries[k] = at
         for name, v in c.stats.items():
             if v:
                 incr += [self.STATS, name, v]
-        args += [len(incr) // 3, *incr, len(expiries) // 2, *expiries]
         sets: list[object] = []
+        dels: list[object] = []
         for tp, states in c.states.items():
             sk = self.state_key(tp)
             for eid, blob in states.items():
-                sets += [sk, eid, blob]
+                if blob is None:
+                    dels += [sk, eid]
+                else:
+                    sets += [sk, eid, blob]
         for tp, hw in c.highwater.items():
             sets += [self.HIGHWATER, _tp_field(tp), hw]
+        for tp, ms in c.stream_ms.items():
+            sets += [self.STREAM_TIME, _tp_field(tp), ms]
         sets += [self.STATS, "last_commit_ms", int(time.time() * 1000)]
-        args += [len(sets) // 3, *sets, 0]
         adds: list[object] = []
         for q in c.queues:
             adds += [self.QUEUES, q]
-        args += [len(adds) // 2, *adds]
+        zrem: list[object] = []
+        for wk, members in c.deltas.zrem.items():
+            k = self.key(wk)
+            for m in members:
+                zrem += [k, m]
+        zadd: list[object] = []
+        for wk, scored in c.deltas.zadd.items():
+            k = self.key(wk)
+            for m, score in scored.items():
+                zadd += [k, m, score]
+            at = self.expire_at(wk) if scored else None
+            if at is not None:
+                expiries[k] = at
+        exp: list[object] = [x for kv in expiries.items() for x in kv]
+        args += [len(incr) // 3, *incr, len(sets) // 3, *sets, len(dels) // 2, *dels, len(adds) // 2, *adds,
+                 len(zrem) // 2, *zrem, len(zadd) // 3, *zadd, len(exp) // 2, *exp]
         bad = await self._call(self._commit(keys=[], args=args))
         if bad:
             wanted = {_tp_field(tp): tp for tp in c.offsets}
@@ -190,12 +219,30 @@ class Store:
         keys = needed_keys(queues, self.cfg, now_ms)
         pipe = self.redis.pipeline(transaction=False)
         for wk in keys:
-            pipe.hgetall(self.key(wk))
-        rows = await self._call(pipe.execute()) if keys else []
-        data: dict[WindowKey, Mapping[str, int]] = {}
+            if wk[0] in ("b", "d", "n"):
+                pipe.hgetall(self.key(wk))
+            else:
+                pipe.zrevrange(self.key(wk), 0, 0, withscores=True)
+        for q in queues:
+            for kind in LIVE_SETS:
+                pipe.zrange(self.key((kind, q, "")), 0, -1, withscores=True)
+        rows = await self._call(pipe.execute()) if queues else []
+        data = StoreData()
         for wk, row in zip(keys, rows):
-            if row:
-                data[wk] = {k.decode(): int(v) for k, v in row.items()}
+            if not row:
+                continue
+            if wk[0] in ("b", "d", "n"):
+                data.counters[wk] = {k.decode(): int(v) for k, v in row.items()}
+            else:
+                data.zmax[wk] = int(row[0][1])
+        live = iter(rows[len(keys):])
+        for q in queues:
+            for kind in LIVE_SETS:
+                scores = [int(score) for _, score in next(live)]
+                if kind == Z_WAITING:
+                    data.waiting[q] = (len(scores), min(scores) if scores else None)
+                else:
+                    data.open_since[(q, kind[len("za:"):])] = scores
         return assemble(queues, data, self.cfg, now_ms)
 
     async def status(self) -> dict[str, object]:

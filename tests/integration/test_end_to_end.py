@@ -65,7 +65,7 @@ def snapshot_and_oracle(env: Env, lines: list[dict]) -> tuple[dict, dict]:
         item = decode_line(json.dumps(e).encode())
         assert isinstance(item, Event), item
         events.append(item)
-    return snap, compute(events, env.settings.metrics_config(), now_ms)
+    return snap, compute(events, env.settings.metrics_config(), now_ms, env.partitions)
 
 
 def test_send_then_snapshot_equals_oracle_with_duplicates_and_shuffles(env: Env, tmp_path: Path) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agents.config import MetricsConfig
+from agents.oracle import compute
 from ccmon.cli import app
 from ccmon.exposition import SnapshotCollector
 from ccmon.settings import Settings
-from streams.events import EVENT_TYPES
+from streams.events import EVENT_TYPES, event_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 EVENTS_DOC = (ROOT / "docs" / "events.md").read_text()
+METRICS_DOC = (ROOT / "docs" / "metrics.md").read_text() if (ROOT / "docs" / "metrics.md").exists() else ""
 
 
 def test_every_environment_variable_is_in_the_readme() -> None:
@@ -32,14 +35,18 @@ def test_every_event_type_is_documented() -> None:
 
 
 def test_every_prometheus_metric_is_in_the_readme() -> None:
-    snapshot = {"queues": {"q": {"now": {"calls_waiting": 1}, "15m": {
-        "offered": 1, "answered": 1, "answered_in_sl": 1, "abandoned": 0, "short_abandoned": 0, "timed_out": 0,
-        "blocked": 0, "asa_seconds": 1.0, "service_level": 1.0}}}}
+    events = [event_from_dict(e) for e in (
+        {"event_id": "1", "type": "call.offered", "ts": 1795400000, "call_id": "c", "queue": "q"},
+        {"event_id": "2", "type": "call.answered", "ts": 1795400010, "call_id": "c", "queue": "q", "agent_id": "a"},
+        {"event_id": "3", "type": "agent.state", "ts": 1795400000, "agent_id": "a", "state": "on_call", "queues": ["q"]},
+    )]
+    snapshot = compute(events, MetricsConfig(), 1795400060_000)
     status = {"stats": {"applied:calls": 1, "duplicates:calls": 1, "rejected:invalid_json": 1, "last_commit_ms": 1},
               "lag": {"cc.calls:0": 0}}
     for family in SnapshotCollector(snapshot, status).collect():
         name = family.name + ("_total" if family.type == "counter" else "_info" if family.type == "info" else "")
         assert f"`{name}`" in README, name
+        assert f"`{name}`" in METRICS_DOC, name
 
 
 def test_the_ci_script_runs_the_readme_test_command() -> None:
