@@ -30,20 +30,32 @@ queues:
 """
 
 
-def scrambled(events: list[dict], rng: random.Random, dup_share: float = 0.05) -> list[dict]:
-    """Shuffle each call's events among its own positions, then add duplicate deliveries anywhere."""
+def scrambled(events: list[dict], rng: random.Random, dup_share: float = 0.05, stragglers: int = 20) -> list[dict]:
+    """Reorder like a real network: shuffle each call's events that lie within 2 minutes of each other,
+    deliver some events twice a little later, and hold a few back for half an hour (those become late)."""
     positions: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(events):
         if e["type"].startswith("call."):
             positions[e["call_id"]].append(i)
     out = list(events)
     for idxs in positions.values():
-        perm = idxs[:]
-        rng.shuffle(perm)
-        for dst, src in zip(idxs, perm):
-            out[dst] = events[src]
-    for e in rng.sample(events, int(len(events) * dup_share)):
-        out.insert(rng.randrange(len(out) + 1), e)
+        groups: list[list[int]] = []
+        for i in idxs:
+            if groups and events[i]["ts"] - events[groups[-1][0]]["ts"] < 120:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for group in groups:
+            perm = group[:]
+            rng.shuffle(perm)
+            for dst, src in zip(group, perm):
+                out[dst] = events[src]
+    for i in sorted(rng.sample(range(len(out)), int(len(out) * dup_share)), reverse=True):
+        out.insert(min(len(out), i + rng.randint(1, 50)), out[i])
+    for i in sorted(rng.sample(range(len(out) // 2), min(stragglers, len(out) // 2)), reverse=True):
+        ev = out.pop(i)
+        later = next((j for j in range(i, len(out)) if out[j]["ts"] > ev["ts"] + 1800), len(out))
+        out.insert(later, ev)
     return out
 
 
@@ -68,28 +80,33 @@ def snapshot_and_oracle(env: Env, lines: list[dict]) -> tuple[dict, dict]:
     return snap, compute(events, env.settings.metrics_config(), now_ms, env.partitions)
 
 
-def test_send_then_snapshot_equals_oracle_with_duplicates_and_shuffles(env: Env, tmp_path: Path) -> None:
+def test_a_simulated_day_equals_the_oracle_with_duplicates_and_shuffles(env: Env, tmp_path: Path) -> None:
     env.config = tmp_path / "queues.yaml"
     env.config.write_text(QUEUE_YAML)
     now = time.time()
     rng = random.Random(11)
-    # 40 minutes up to now, plus an hour from yesterday that only `today`/`1h` boundaries may see.
-    lines = scrambled(traffic(5, now, 40) + traffic(6, now - 86400 + 3600, 60), rng)
+    # A whole simulated day up to now: calls, agents, tickets and surveys (~150k events).
+    day = list(generate(SimConfig(seed=5), now - 86400, 86400))
+    lines = scrambled(day, rng)
     path = write_jsonl(tmp_path / "events.jsonl", lines)
     env.start_worker()
 
-    res = env.ccmon("send", str(path))
+    started = time.monotonic()
+    res = env.ccmon("send", str(path), timeout=300)
     assert res.returncode == 0, res.stderr.decode() + res.stdout.decode()
     assert f"sent {len(lines)} events" in res.stdout.decode()
-    env.wait_consumed(len(lines))
+    env.wait_consumed(len(lines), timeout=300)
+    print(f"simulated day: {len(lines)} events sent and committed in {time.monotonic() - started:.1f}s")
 
     snap, expected = snapshot_and_oracle(env, lines)
     assert snap["queues"], "no queue in the snapshot"
     assert snap == expected
-    sales = snap["queues"]["sales"]["15m"]
-    assert sales["offered"] > 50 and sales["answered"] > 0
-    # duplicates were seen and ignored, not counted
-    assert env.stats().get("duplicates:calls", 0) > 0
+    sales = snap["queues"]["sales"]
+    assert sales["today"]["offered"] > 500 and sales["15m"]["answered"] > 0 and sales["now"]["agents_staffed"] > 0
+    stats = env.stats()
+    # duplicates were seen and ignored; shuffles pushed some events past the lateness
+    assert stats.get("duplicates:calls", 0) > 0 and stats.get("duplicates:agents", 0) > 0
+    assert stats.get("rejected:late", 0) > 0
 
 
 def test_worker_killed_mid_stream_restarts_exactly_once(env: Env, tmp_path: Path) -> None:
