@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Generic, Iterable, Optional, Protocol, Sequence, TypeVar
+from typing import Iterable, Optional, Protocol, Sequence
 
 import msgspec
 
@@ -543,6 +543,8 @@ def apply_batch(
         due, finished = core.due(st, cfg)
         if due == due_at:  # else a stale entry: the entity changed since it was pushed
             retire(k, st, finished)
+    if len(part.heap) > 4 * len(part.states) + 1024:
+        part.index(core, cfg)  # drop stale entries so the heap stays proportional to the live entities
     return res
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable
 
 from agents.config import MetricsConfig, bucket_start, day_of, in_rolling_window
 from agents.snapshot import AHT, ARRIVAL, QueueRaw, build_snapshot, window_start_ms

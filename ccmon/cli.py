@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import IO, Iterator, List, Optional
@@ -20,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ccmon.errors import CcmonError
-from ccmon.settings import Settings, child_environment, load_settings
+from ccmon.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ccmon: a real-time contact-center monitor.")
 err = Console(stderr=True, soft_wrap=True)
@@ -182,7 +178,7 @@ def simulate(
     ticket_rate: float = typer.Option(60.0, help="Tickets created per hour per queue."),
 ) -> None:
     """Generate realistic seeded traffic: to a JSONL file (--out), or live to the broker."""
-    from streams.simulator import SimConfig, generate
+    from streams.simulator import SimConfig
 
     cfg = SimConfig(
         seed=seed, queues=tuple(q for q in queues.split(",") if q), arrival_rate_per_hour=rate,
@@ -262,14 +258,6 @@ def _simulate_live(cfg: object, t0: float, duration: Optional[float], speed: flo
 # ----------------------------------------------------------------- metrics
 
 
-def _fmt(v: object) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.1%}" if v <= 1.0 else f"{v:.1f}"
-    return str(v)
-
-
 @app.command()
 def metrics(
     queue: Optional[List[str]] = typer.Option(None, "--queue", help="Only this queue (repeatable)."),
@@ -297,26 +285,51 @@ def metrics(
         return
     queues = snap["queues"]
     if not queues:
-        out.print("no queues yet: no call events have been processed")
+        out.print("no queues yet: no call or agent events have been processed")
         return
-    windows = [w for w in next(iter(queues.values())) if w != "now"]
     for name, view in queues.items():
-        table = Table(title=f"{name}   calls waiting: {view['now']['calls_waiting']}", title_justify="left")
-        table.add_column("metric")
-        for w in windows:
-            table.add_column(w, justify="right")
-        for metric in ("offered", "answered", "answered_in_sl", "abandoned", "short_abandoned", "timed_out",
-                       "blocked", "asa_seconds", "service_level"):
-            values = [view[w][metric] for w in windows]
-            if metric == "asa_seconds":
-                cells = ["—" if v is None else f"{v:.1f}s" for v in values]
-            elif metric == "service_level":
-                cells = ["—" if v is None else f"{v:.1%}" for v in values]
-            else:
-                cells = [str(v) for v in values]
-            table.add_row(metric, *cells)
-        out.print(table)
+        out.print(_queue_table(name, view))
     out.print(f"generated at {snap['generated_at']}")
+
+
+_ROWS = (
+    ("offered", "n"), ("answered", "n"), ("answered_in_sl", "n"), ("abandoned", "n"), ("short_abandoned", "n"),
+    ("timed_out", "n"), ("blocked", "n"), ("handled", "n"), ("service_level", "%"), ("abandon_rate", "%"),
+    ("blocking_rate", "%"), ("asa_seconds", "s"), ("max_wait_seconds", "s"), ("aht_seconds", "s"),
+    ("avg_talk_seconds", "s"), ("avg_hold_seconds", "s"), ("avg_acw_seconds", "s"),
+)
+
+
+def _cell(value: object, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "%":
+        return f"{value:.1%}"
+    if kind == "s":
+        return f"{value:.1f}s"
+    return str(value)
+
+
+def _queue_table(name: str, view: dict) -> Table:
+    """One queue's windows as a table, with the live gauges in its title."""
+    now = view["now"]
+    longest = _cell(now["longest_wait_seconds"], "s")
+    predicted = _cell(now["predicted_service_level"], "%")
+    title = (
+        f"[bold]{name}[/]  waiting {now['calls_waiting']} (longest {longest})  agents: "
+        f"{now['agents_available']} available, {now['agents_on_call']} on call, {now['agents_wrap_up']} wrap-up, "
+        f"{now['agents_away']} away  forecast SL {predicted}, {_cell(now['agents_required'], 'n')} agents required"
+    )
+    windows = [w for w in view if w != "now"]
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for w in windows:
+        table.add_column(w, justify="right")
+    for metric, kind in _ROWS:
+        table.add_row(metric, *[_cell(view[w][metric], kind) for w in windows])
+    occupancy = [now.get(f"occupancy_{w}") for w in windows]
+    table.add_row("occupancy", *[_cell(v, "%") for v in occupancy])
+    return table
 
 
 def main() -> None:

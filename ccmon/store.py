@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Optional
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError

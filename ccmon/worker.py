@@ -9,7 +9,7 @@ import sys
 import faust
 from kafka import KafkaAdminClient
 
-from ccmon.errors import BrokerUnavailable, ConfigError
+from ccmon.errors import ConfigError
 from ccmon.settings import Settings
 from ccmon.store import Store
 from streams.topics import ensure_topics

@@ -103,6 +103,10 @@ def test_a_simulated_day_equals_the_oracle_with_duplicates_and_shuffles(env: Env
     assert snap == expected
     sales = snap["queues"]["sales"]
     assert sales["today"]["offered"] > 500 and sales["15m"]["answered"] > 0 and sales["now"]["agents_staffed"] > 0
+    table = env.ccmon("metrics", "--queue", "sales")
+    assert table.returncode == 0, table.stderr.decode()
+    text = table.stdout.decode()
+    assert "sales" in text and "service_level" in text and "support" not in text and "occupancy" in text
     stats = env.stats()
     # duplicates were seen and ignored; shuffles pushed some events past the lateness
     assert stats.get("duplicates:calls", 0) > 0 and stats.get("duplicates:agents", 0) > 0

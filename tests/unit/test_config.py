@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -10,7 +10,7 @@ import pytest
 
 from agents.config import QueueConfig, bucket_start, day_end_epoch, day_of, in_rolling_window, window_buckets
 from ccmon.errors import ConfigError
-from ccmon.settings import Settings, load_metrics_config, load_settings, parse_duration
+from ccmon.settings import load_metrics_config, load_settings, parse_duration
 
 
 def ms(text: str) -> int:
