@@ -100,6 +100,33 @@ def test_worker_dead_letters_every_bad_message_and_keeps_running(env: Env) -> No
     assert 'ccmon_events_rejected_total{reason="wrong_partition"} 1.0' in body
 
 
+def test_late_and_impossible_events_are_dead_lettered(env: Env, tmp_path: Path) -> None:
+    lines = [
+        offered("o1", "late-test"),
+        {"event_id": "a1", "type": "call.answered", "ts": NOW - 50, "call_id": "late-test", "queue": "q1",
+         "agent_id": "x"},
+        {"event_id": "b1", "type": "call.abandoned", "ts": NOW - 49, "call_id": "late-test", "queue": "q1"},
+        offered("o2", "late-test-2", ts=NOW),
+        offered("o3", "late-test-3", ts=NOW - 3600),  # an hour behind the stream: late
+    ]
+    env.partitions = 1  # one partition, so one stream time decides lateness for all three calls
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    env.start_worker()
+    assert env.ccmon("send", str(path)).returncode == 0
+    env.wait_consumed(len(lines))
+    letters = read_dead_letters(env, 2)
+    assert sorted(d.reason for d in letters) == ["invalid_transition", "late"]
+    by_reason = {d.reason: d for d in letters}
+    assert json.loads(deadletter.original_bytes(by_reason["late"]))["event_id"] == "o3"
+    assert json.loads(deadletter.original_bytes(by_reason["invalid_transition"]))["event_id"] == "b1"
+    stats = env.stats()
+    assert stats["rejected:late"] == 1 and stats["rejected:invalid_transition"] == 1
+    snap = json.loads(env.ccmon("metrics", "--json").stdout)
+    w = snap["queues"]["q1"]["15m"]
+    assert (w["offered"], w["answered"], w["abandoned"]) == (2, 1, 0)
+
+
 def test_send_reports_rejects_and_dead_letters_them(env: Env, tmp_path: Path) -> None:
     lines = [
         json.dumps(offered("a", "c1")),
