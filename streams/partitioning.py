@@ -5,7 +5,7 @@ from __future__ import annotations
 from kafka.partitioner.default import murmur2
 
 _cache: dict[tuple[str, int], int] = {}
-_CACHE_MAX = 200_000
+_CACHE_MAX = 20_000  # the working set is the entities with events in flight, a few thousand
 
 
 def partition_for(entity_id: str, partitions: int) -> int:
