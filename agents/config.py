@@ -35,6 +35,64 @@ class QueueConfig:
         return round(self.short_abandon_seconds * 1000)
 
 
+FILTER_OPS = ("equals", "not_equals", "contains", "in", "gt", "gte", "lt", "lte", "exists")
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One condition on an event field: ``tags contains "complaint"``, ``attributes.plan equals "gold"``."""
+
+    field: str
+    op: str
+    value: object = None
+
+    def matches(self, event: object) -> bool:
+        """Whether ``event`` satisfies the condition (a missing field never matches, except for ``exists``)."""
+        value: object = event
+        for part in self.field.split("."):
+            value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+            if value is None:
+                break
+        if self.op == "exists":
+            return (value is not None) == bool(self.value if self.value is not None else True)
+        if value is None:
+            return False
+        if self.op == "equals":
+            return value == self.value
+        if self.op == "not_equals":
+            return value != self.value
+        if self.op == "contains":
+            return self.value in value if isinstance(value, (list, str)) else False  # type: ignore[operator]
+        if self.op == "in":
+            return value in self.value  # type: ignore[operator]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        bound = float(self.value)  # type: ignore[arg-type]
+        return {"gt": value > bound, "gte": value >= bound, "lt": value < bound, "lte": value <= bound}[self.op]
+
+
+@dataclass(frozen=True, slots=True)
+class CustomCounter:
+    """A user-defined count of applied events of one type that pass every filter."""
+
+    name: str
+    event: str
+    where: tuple[Filter, ...] = ()
+
+    def matches(self, event: object) -> bool:
+        """Whether this counter counts ``event``."""
+        return getattr(event, "type", None) == self.event and all(f.matches(event) for f in self.where)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomRatio:
+    """A user-defined ratio of two counters (built-in or custom), per window."""
+
+    name: str
+    numerator: str
+    denominator: str
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """Everything the pure core needs: bucket width, rolling windows and queues."""
@@ -49,6 +107,8 @@ class MetricsConfig:
     agent_idle_eviction_seconds: int = 24 * 3600
     forecast_arrival_seconds: int = 900  # lambda comes from the offers of the last 15 minutes
     forecast_aht_seconds: int = 3600  # AHT for the forecast comes from the last hour
+    custom_counters: tuple[CustomCounter, ...] = ()
+    custom_ratios: tuple[CustomRatio, ...] = ()
 
     @property
     def lateness_ms(self) -> int:

@@ -23,6 +23,9 @@ import msgspec
 
 from agents.config import MetricsConfig, bucket_start, day_of
 from streams.events import (
+    KpiSample,
+    SurveyResponse,
+    TicketCreated,
     CallAbandoned,
     CallAnswered,
     CallBlocked,
@@ -52,6 +55,22 @@ HOLD_MS = "hold_ms"
 ACW_MS = "acw_ms"
 WRAPUPS = "wrapups"
 AGENT_MS = "agent_ms:"  # + state: closed agent-state time, for occupancy
+
+TICKETS_CREATED = "tickets_created"
+SURVEY = "survey:"  # + kind: responses
+CSAT_SATISFIED = "csat_satisfied"
+NPS_PROMOTERS = "nps_promoters"
+NPS_DETRACTORS = "nps_detractors"
+CES_SUM = "ces_sum"
+BY_AGENT = "by_agent:"  # + agent + ":" + field
+CUSTOM = "custom:"  # + counter name
+KPI = "kpi:"  # + name: the latest sample, in millionths
+KPI_SCALE = 1_000_000
+GLOBAL = ""  # the pseudo-queue of figures that belong to no queue (queue-less KPIs and custom counts)
+
+# Counters a custom ratio may name as its numerator or denominator.
+BUILTIN_COUNTERS = (OFFERED, BLOCKED, ANSWERED, ANSWERED_IN_SL, ABANDONED, SHORT_ABANDONED, ABANDONED_IN_SL, TIMED_OUT,
+                    HANDLED, TICKETS_CREATED, CSAT_SATISFIED, NPS_PROMOTERS, NPS_DETRACTORS)
 
 # Gauges kept per queue under ``now``.
 AGENT_GAUGE = "agents_"  # + state, and agents_staffed
@@ -403,6 +422,188 @@ class AgentsCore:
 
 
 
+# ------------------------------------------------------------- surveys: state
+
+
+class SurveyRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The one response of a survey."""
+
+    event_id: str = ""
+    ts_ms: int = 0
+    kind: str = ""
+    score: int = 0
+    queue: str = ""
+    agent_id: Optional[str] = None
+
+
+class SurveysCore:
+    """The survey domain: one response per ``survey_id``."""
+
+    name = "surveys"
+    state_type = SurveyRecord
+
+    @staticmethod
+    def key(ev: Event) -> str:
+        """The entity id."""
+        return ev.survey_id  # type: ignore[attr-defined, no-any-return]
+
+    @staticmethod
+    def apply(state: Optional[SurveyRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[SurveyRecord], str, str]:
+        """Record the response; a second one with another id is an invalid transition."""
+        assert isinstance(ev, SurveyResponse)
+        if state is not None:
+            if state.event_id == ev.event_id:
+                return None, "duplicate", ""
+            return None, "invalid_transition", f"survey {ev.survey_id} already has a response ({state.event_id})"
+        return SurveyRecord(ev.event_id, ev.ts_ms, ev.kind, ev.score, ev.queue, ev.agent_id), "", ""
+
+    @staticmethod
+    def contributions(state: SurveyRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+        """Responses by kind, satisfied / promoters / detractors / CES sum, also per agent."""
+        out = Contribution()
+        fields = survey_fields(state.kind, state.score)
+        for name, value in fields.items():
+            out.counters[(state.queue, state.ts_ms, name)] += value
+            if state.agent_id:
+                out.counters[(state.queue, state.ts_ms, f"{BY_AGENT}{state.agent_id}:{name}")] += value
+        return out
+
+    @staticmethod
+    def due(state: SurveyRecord, cfg: MetricsConfig) -> tuple[Optional[int], bool]:
+        """A survey is final at once; it stays only for dedup within the lateness."""
+        return state.ts_ms + cfg.lateness_ms, True
+
+    @staticmethod
+    def compact(state: SurveyRecord, horizon_ms: int) -> SurveyRecord:
+        """Nothing to compact."""
+        return state
+
+
+def survey_fields(kind: str, score: int) -> dict[str, int]:
+    """The counter fields one response adds."""
+    out = {SURVEY + kind: 1}
+    if kind == "csat" and score >= 4:
+        out[CSAT_SATISFIED] = 1
+    elif kind == "nps":
+        if score >= 9:
+            out[NPS_PROMOTERS] = 1
+        elif score <= 6:
+            out[NPS_DETRACTORS] = 1
+    elif kind == "ces":
+        out[CES_SUM] = score
+    return out
+
+
+# -------------------------------------------------------------- tickets: state
+
+
+class TicketRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What is known of a ticket so far: its creation and the event ids seen."""
+
+    created: Optional[tuple[int, str, str, str]] = None  # (ts_ms, queue, channel, priority)
+    seen: tuple[str, ...] = ()
+    last_ms: int = 0
+
+
+class TicketsCore:
+    """The ticket domain: creations by queue, channel and priority."""
+
+    name = "tickets"
+    state_type = TicketRecord
+
+    @staticmethod
+    def key(ev: Event) -> str:
+        """The entity id."""
+        return ev.ticket_id  # type: ignore[attr-defined, no-any-return]
+
+    @staticmethod
+    def apply(state: Optional[TicketRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[TicketRecord], str, str]:
+        """Record the event; a second ``ticket.created`` with another id is an invalid transition."""
+        state = state or TicketRecord()
+        if ev.event_id in state.seen:
+            return None, "duplicate", ""
+        created = state.created
+        if isinstance(ev, TicketCreated):
+            if created is not None:
+                return None, "invalid_transition", f"ticket {ev.ticket_id} was already created"
+            created = (ev.ts_ms, ev.queue, ev.channel, ev.priority)
+        return TicketRecord(created, state.seen + (ev.event_id,), max(state.last_ms, ev.ts_ms)), "", ""
+
+    @staticmethod
+    def contributions(state: TicketRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+        """``tickets_created``, also by channel and by priority."""
+        out = Contribution()
+        if state.created is not None:
+            ts, queue, channel, priority = state.created
+            for name in (TICKETS_CREATED, f"{TICKETS_CREATED}:channel:{channel}", f"{TICKETS_CREATED}:priority:{priority}"):
+                out.counters[(queue, ts, name)] += 1
+        return out
+
+    @staticmethod
+    def due(state: TicketRecord, cfg: MetricsConfig) -> tuple[Optional[int], bool]:
+        """Kept for dedup until no on-time event can repeat one it has seen."""
+        return state.last_ms + cfg.lateness_ms, True
+
+    @staticmethod
+    def compact(state: TicketRecord, horizon_ms: int) -> TicketRecord:
+        """Nothing to compact."""
+        return state
+
+
+# ----------------------------------------------------------------- KPIs: state
+
+
+class KpiRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The latest sample of one KPI per queue (``""``: no queue): (ts_ms, event_id, value in millionths)."""
+
+    name: str = ""
+    latest: dict[str, tuple[int, str, int]] = {}
+
+
+class KpisCore:
+    """The KPI domain: a plain gauge per name (and queue), the latest sample by event time."""
+
+    name = "kpis"
+    state_type = KpiRecord
+
+    @staticmethod
+    def key(ev: Event) -> str:
+        """The entity id."""
+        return ev.name  # type: ignore[attr-defined, no-any-return]
+
+    @staticmethod
+    def apply(state: Optional[KpiRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[KpiRecord], str, str]:
+        """Keep the newest sample; an older one is applied but changes nothing."""
+        assert isinstance(ev, KpiSample)
+        state = state or KpiRecord()
+        queue = ev.queue or GLOBAL
+        mark = (ev.ts_ms, ev.event_id, round(ev.value * KPI_SCALE))
+        cur = state.latest.get(queue)
+        if cur is not None and cur[:2] == mark[:2]:
+            return None, "duplicate", ""
+        if cur is not None and cur[:2] > mark[:2]:
+            return state, "", ""
+        return KpiRecord(name=ev.name, latest={**state.latest, queue: mark}), "", ""
+
+    @staticmethod
+    def contributions(state: KpiRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+        """The latest value as a gauge."""
+        out = Contribution()
+        for queue, (_ts, _eid, value) in state.latest.items():
+            out.counters[(queue, None, KPI + state.name)] += value
+        return out
+
+    @staticmethod
+    def due(state: KpiRecord, cfg: MetricsConfig) -> tuple[Optional[int], bool]:
+        """KPIs stay: one record per name."""
+        return None, True
+
+    @staticmethod
+    def compact(state: KpiRecord, horizon_ms: int) -> KpiRecord:
+        """Nothing to compact."""
+        return state
+
+
 # ------------------------------------------------------------ batch: generic
 
 
@@ -479,6 +680,7 @@ def apply_batch(
     """Apply a batch in arrival order: lateness, eviction, dedup, transitions; then sweep the heap."""
     res = result or BatchResult()
     before: dict[str, Contribution] = {}
+    custom = Contribution()
     lateness = cfg.lateness_ms
 
     def retire(k: str, st: object, finished: bool) -> None:
@@ -522,8 +724,13 @@ def apply_batch(
         part.states[k] = new
         res.applied += 1
         res.queues.update(_queues_of(ev))
+        for counter in cfg.custom_counters:
+            if counter.matches(ev):
+                custom.counters[(getattr(ev, "queue", None) or GLOBAL, ts, CUSTOM + counter.name)] += 1
         part.stream_ms = ts if stream is None else max(stream, ts)
 
+    if custom.counters:
+        res.deltas.add(EMPTY, custom, cfg)
     horizon = (part.stream_ms or 0) - lateness
     for k, base in before.items():
         st = part.states[k]
@@ -548,7 +755,9 @@ def apply_batch(
     return res
 
 
-CORES: dict[str, DomainCore] = {"calls": CallsCore, "agents": AgentsCore}  # type: ignore[dict-item]
+CORES: dict[str, DomainCore] = {  # type: ignore[dict-item]
+    "calls": CallsCore, "agents": AgentsCore, "tickets": TicketsCore, "surveys": SurveysCore, "kpis": KpisCore,
+}
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders = {name: msgspec.msgpack.Decoder(core.state_type) for name, core in CORES.items()}

@@ -29,7 +29,17 @@ from typing import Iterable
 
 from agents.config import MetricsConfig, bucket_start, day_of, in_rolling_window
 from agents.snapshot import AHT, ARRIVAL, QueueRaw, build_snapshot, window_start_ms
-from streams.events import AgentState, CallBlocked, CallEnded, CallEvent, Event
+from streams.events import (
+    AgentState,
+    CallBlocked,
+    CallEnded,
+    CallEvent,
+    Event,
+    KpiSample,
+    SurveyResponse,
+    TicketCreated,
+    TicketEvent,
+)
 from streams.partitioning import partition_for
 
 PATHS = {"call.answered": "answered", "call.ended": "answered", "call.wrapup_completed": "answered",
@@ -74,16 +84,31 @@ class Agent:
 
 @dataclass
 class Outcome:
-    """What the oracle decided about each input event, by kind."""
+    """What the oracle decided about each input event, by kind; ``applied`` lists the events that count."""
 
     late: int = 0
     duplicates: int = 0
     invalid: int = 0
     expired: int = 0
+    applied: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class Once:
+    """A ticket's or survey's ids seen, its last event time, and whether it was created / answered."""
+
+    ids: set[str] = field(default_factory=set)
+    last: int = 0
+    done: bool = False
+
+
+def entity_of(ev: Event) -> str:
+    """The id that keys an event on its topic."""
+    return ev.entity_id
 
 
 def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tuple[list[Call], dict[str, Agent], Outcome]:
-    """Apply the acceptance rules in arrival order; return every call instance and agent."""
+    """Apply the acceptance rules in arrival order; return every call instance and agent, and what applied."""
     lat = cfg.lateness_ms
     max_age = cfg.call_max_age_seconds * 1000
     stream: dict[tuple[str, int], int] = {}
@@ -92,16 +117,38 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
     agents: dict[str, Agent] = {}
     out = Outcome()
     home: dict[str, int] = {}
+    once: dict[tuple[str, str], Once] = {}
+    kpis: dict[tuple[str, str], tuple[int, str]] = {}
     for ev in events:
-        if not isinstance(ev, (CallEvent, AgentState)):
-            continue
-        entity = ev.call_id if isinstance(ev, CallEvent) else ev.agent_id
-        where = (ev.domain, partition_for(entity, partitions))
+        where = (ev.domain, partition_for(entity_of(ev), partitions))
         now = stream.get(where)
         if now is not None and ev.ts_ms < now - lat:
             out.late += 1
             continue
-        if isinstance(ev, AgentState):
+        if isinstance(ev, KpiSample):
+            slot = (ev.name, ev.queue or "")
+            if kpis.get(slot) == (ev.ts_ms, ev.event_id):
+                out.duplicates += 1
+                continue
+            kpis[slot] = max(kpis.get(slot, (ev.ts_ms, ev.event_id)), (ev.ts_ms, ev.event_id))
+        elif isinstance(ev, (TicketEvent, SurveyResponse)):
+            key = (ev.domain, entity_of(ev))
+            rec = once.get(key)
+            if rec is not None and now is not None and rec.last + lat < now:
+                rec = None  # forgotten: nothing on time can repeat what it saw
+            rec = rec or Once(last=ev.ts_ms)
+            if ev.event_id in rec.ids:
+                out.duplicates += 1
+                continue
+            creates = isinstance(ev, (TicketCreated, SurveyResponse))
+            if creates and rec.done:
+                out.invalid += 1
+                continue
+            rec.done = rec.done or creates
+            rec.ids.add(ev.event_id)
+            rec.last = max(rec.last, ev.ts_ms)
+            once[key] = rec
+        elif isinstance(ev, AgentState):
             agent = agents.setdefault(ev.agent_id, Agent())
             if ev.event_id in agent.ids:
                 out.duplicates += 1
@@ -139,6 +186,7 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
             call.ids.add(ev.event_id)
             call.first, call.last = min(call.first, ev.ts_ms), max(call.last, ev.ts_ms)
             home[ev.call_id] = where[1]
+        out.applied.append(ev)
         stream[where] = ev.ts_ms if now is None else max(now, ev.ts_ms)
     for call_id, call in current.items():
         now = stream.get(("calls", home[call_id]))
@@ -150,7 +198,7 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
 
 def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions: int = 1) -> dict[str, object]:
     """The snapshot that the streaming path must produce for ``events`` (in arrival order) at ``now_ms``."""
-    calls, agents, _ = replay(list(events), cfg, partitions)
+    calls, agents, outcome = replay(list(events), cfg, partitions)
     facts: list[tuple[str, int, str, int]] = []  # (queue, ts_ms, field, value)
     waits: list[tuple[str, int, int]] = []  # (queue, left at, wait): calls that left the queue
     raws: dict[str, QueueRaw] = defaultdict(QueueRaw)
@@ -198,9 +246,6 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
                 facts.append((queue, at, "timed_out", 1))
 
     for agent in agents.values():
-        for change in agent.changes:
-            for q in change.queues:
-                raws[q]  # every queue an applied event names appears, as in the store's queue set
         changes = sorted(agent.changes, key=lambda a: (a.ts_ms, a.event_id))
         for cur, nxt in zip(changes, changes[1:]):
             if cur.state in ("available", "on_call", "wrap_up"):
@@ -218,6 +263,42 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
                     raw.gauges["agents_staffed"] = raw.gauges.get("agents_staffed", 0) + 1
                 if last.state in ("available", "on_call", "wrap_up"):
                     raw.open_since.setdefault(last.state, []).append(last.ts_ms)
+
+    latest_kpi: dict[tuple[str, str], KpiSample] = {}
+    for ev in outcome.applied:
+        for q in [getattr(ev, "queue", None)] + list(getattr(ev, "queues", None) or []):
+            if q:
+                raws[q]  # every queue an applied event names appears, as in the store's queue set
+        for counter in cfg.custom_counters:
+            if counter.matches(ev):
+                facts.append((getattr(ev, "queue", None) or "", ev.ts_ms, "custom:" + counter.name, 1))
+        if isinstance(ev, TicketCreated):
+            for name in ("tickets_created", f"tickets_created:channel:{ev.channel}",
+                         f"tickets_created:priority:{ev.priority}"):
+                facts.append((ev.queue, ev.ts_ms, name, 1))
+        elif isinstance(ev, SurveyResponse):
+            names = ["survey:" + ev.kind]
+            if ev.kind == "csat" and ev.score >= 4:
+                names.append("csat_satisfied")
+            if ev.kind == "nps" and ev.score >= 9:
+                names.append("nps_promoters")
+            if ev.kind == "nps" and ev.score <= 6:
+                names.append("nps_detractors")
+            for name in names:
+                facts.append((ev.queue, ev.ts_ms, name, 1))
+                if ev.agent_id:
+                    facts.append((ev.queue, ev.ts_ms, f"by_agent:{ev.agent_id}:{name}", 1))
+            if ev.kind == "ces":
+                facts.append((ev.queue, ev.ts_ms, "ces_sum", ev.score))
+                if ev.agent_id:
+                    facts.append((ev.queue, ev.ts_ms, f"by_agent:{ev.agent_id}:ces_sum", ev.score))
+        elif isinstance(ev, KpiSample):
+            slot = (ev.name, ev.queue or "")
+            prev = latest_kpi.get(slot)
+            if prev is None or (ev.ts_ms, ev.event_id) > (prev.ts_ms, prev.event_id):
+                latest_kpi[slot] = ev
+    for (name, queue), ev in latest_kpi.items():
+        raws[queue].gauges["kpi:" + name] = round(ev.value * 1_000_000)
 
     width = cfg.bucket_seconds
     spans = list(cfg.windows) + [(ARRIVAL, cfg.forecast_arrival_seconds), (AHT, cfg.forecast_aht_seconds)]

@@ -19,6 +19,17 @@ from agents.core import (
     ACW_MS,
     AGENT_GAUGE,
     AGENT_MS,
+    BY_AGENT,
+    CES_SUM,
+    CSAT_SATISFIED,
+    CUSTOM,
+    GLOBAL,
+    KPI,
+    KPI_SCALE,
+    NPS_DETRACTORS,
+    NPS_PROMOTERS,
+    SURVEY,
+    TICKETS_CREATED,
     ANSWER_WAIT_MS,
     ANSWERED,
     ANSWERED_IN_SL,
@@ -73,7 +84,55 @@ def service_level(c: Counts, formula: str) -> Optional[float]:
     return ratio(in_sl, answered + abandoned + timed_out - short)
 
 
-def window_view(c: Counts, max_wait_ms: Optional[int], formula: str) -> dict[str, object]:
+def survey_view(c: Counts, prefix: str = "") -> dict[str, object]:
+    """CSAT, NPS and CES from summed survey counters (``prefix`` selects one agent's)."""
+    n = {kind: c.get(prefix + SURVEY + kind, 0) for kind in ("csat", "nps", "ces")}
+    promoters, detractors = c.get(prefix + NPS_PROMOTERS, 0), c.get(prefix + NPS_DETRACTORS, 0)
+    nps = ratio((promoters - detractors) * 100, n["nps"])
+    return {
+        "survey_responses": n,
+        "csat": ratio(c.get(prefix + CSAT_SATISFIED, 0), n["csat"]),
+        "nps": nps,
+        "ces_avg": ratio(c.get(prefix + CES_SUM, 0), n["ces"]),
+    }
+
+
+def custom_view(c: Counts, cfg: MetricsConfig) -> dict[str, object]:
+    """User-defined counters and ratios; a ratio may use built-in counters by their snapshot name."""
+    out: dict[str, object] = {cc.name: c.get(CUSTOM + cc.name, 0) for cc in cfg.custom_counters}
+
+    def value(name: str) -> int:
+        return c.get(CUSTOM + name, c.get(name, 0))
+
+    for r in cfg.custom_ratios:
+        out[r.name] = ratio(value(r.numerator), value(r.denominator))
+    return out
+
+
+def ticket_counts(c: Counts) -> dict[str, object]:
+    """Ticket counters of one window."""
+    by = {"channel": {}, "priority": {}}  # type: dict[str, dict[str, int]]
+    for k, v in sorted(c.items()):
+        if k.startswith(TICKETS_CREATED + ":") and v:
+            _, dim, value = k.split(":", 2)
+            by[dim][value] = v
+    return {"tickets_created": c.get(TICKETS_CREATED, 0), "tickets_created_by_channel": by["channel"],
+            "tickets_created_by_priority": by["priority"]}
+
+
+def window_view(c: Counts, max_wait_ms: Optional[int], formula: str, cfg: MetricsConfig) -> dict[str, object]:
+    """Every metric of one window, from its summed counters."""
+    view = call_view(c, max_wait_ms, formula)
+    view.update(ticket_counts(c))
+    view.update(survey_view(c))
+    agents = sorted({k[len(BY_AGENT):].split(":", 1)[0] for k in c if k.startswith(BY_AGENT)})
+    view["surveys_by_agent"] = {a: survey_view(c, f"{BY_AGENT}{a}:") for a in agents
+                                if any(c.get(f"{BY_AGENT}{a}:{SURVEY}{k}", 0) for k in ("csat", "nps", "ces"))}
+    view["custom"] = custom_view(c, cfg)
+    return view
+
+
+def call_view(c: Counts, max_wait_ms: Optional[int], formula: str) -> dict[str, object]:
     """The call metrics of one window, from its summed counters."""
     answered, abandoned, timed_out = c.get(ANSWERED, 0), c.get(ABANDONED, 0), c.get(TIMED_OUT, 0)
     offered, blocked, short = c.get(OFFERED, 0), c.get(BLOCKED, 0), c.get(SHORT_ABANDONED, 0)
@@ -143,8 +202,14 @@ def now_view(raw: QueueRaw, q: QueueConfig, cfg: MetricsConfig, now_ms: int) -> 
         agents_required=fc.agents_required,
         sl_target=q.sl_target,
         asa_target_seconds=q.asa_target_seconds,
+        kpis=kpi_view(g),
     )
     return view
+
+
+def kpi_view(g: Counts) -> dict[str, float]:
+    """The latest KPI samples (stored in millionths)."""
+    return {k[len(KPI):]: v / KPI_SCALE for k, v in sorted(g.items()) if k.startswith(KPI)}
 
 
 def _sum(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
@@ -168,7 +233,7 @@ def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dic
         maxes = [r.max_wait_ms.get(name) for r in raws.values()]
         known = [m for m in maxes if m is not None]
         view[name] = window_view(_sum(r.windows.get(name, {}) for r in raws.values()),
-                                 max(known) if known else None, "standard")
+                                 max(known) if known else None, "standard", cfg)
     return view
 
 
@@ -176,13 +241,21 @@ def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int
     """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>...}}, "all": {...}}``."""
     queues: dict[str, object] = {}
     for queue in sorted(raws):
+        if queue == GLOBAL:
+            continue
         raw, q = raws[queue], cfg.queue(queue)
         view: dict[str, object] = {"now": now_view(raw, q, cfg, now_ms)}
         for name in cfg.window_names:
-            view[name] = window_view(raw.windows.get(name, {}), raw.max_wait_ms.get(name), q.sl_formula)
+            view[name] = window_view(raw.windows.get(name, {}), raw.max_wait_ms.get(name), q.sl_formula, cfg)
         queues[queue] = view
     generated = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
-    return {"generated_at": generated.replace("+00:00", "Z"), "queues": queues, "all": rollup(raws, cfg, now_ms)}
+    glob = raws.get(GLOBAL) or QueueRaw()
+    return {
+        "generated_at": generated.replace("+00:00", "Z"),
+        "queues": queues,
+        "all": rollup(raws, cfg, now_ms),
+        "kpis": kpi_view(glob.gauges),
+    }
 
 
 # ------------------------------------------------------------------ the reader
@@ -207,7 +280,7 @@ def needed_keys(queues: Iterable[str], cfg: MetricsConfig, now_ms: int) -> list[
     """Counter hashes and wait sets a snapshot at ``now_ms`` reads (gauges and live sets are per queue)."""
     buckets = window_buckets(cfg.bucket_seconds, cfg.longest_window_seconds, now_ms)
     keys: list[WindowKey] = []
-    for queue in queues:
+    for queue in [*queues, GLOBAL]:
         day = day_of(now_ms, cfg.queue(queue))
         keys += [("b", queue, b) for b in buckets] + [("d", queue, day), ("n", queue, "")]
         keys += [(Z_WAIT, queue, b) for b in buckets] + [(Z_WAIT + "d", queue, day)]
@@ -218,7 +291,7 @@ def assemble(queues: Iterable[str], data: StoreData, cfg: MetricsConfig, now_ms:
     """Sum the stored structures into windows and build the snapshot (the reader's pure half)."""
     width = cfg.bucket_seconds
     raws: dict[str, QueueRaw] = {}
-    for queue in queues:
+    for queue in [*queues, GLOBAL]:
         raw = QueueRaw()
         for name, seconds in reader_windows(cfg):
             buckets = window_buckets(width, seconds, now_ms)
@@ -228,7 +301,8 @@ def assemble(queues: Iterable[str], data: StoreData, cfg: MetricsConfig, now_ms:
         day = day_of(now_ms, cfg.queue(queue))
         raw.windows["today"] = dict(data.counters.get(("d", queue, day), {}))
         raw.max_wait_ms["today"] = data.zmax.get((Z_WAIT + "d", queue, day))
-        raw.gauges = {k: v for k, v in data.counters.get(("n", queue, ""), {}).items() if k.startswith(AGENT_GAUGE)}
+        raw.gauges = {k: v for k, v in data.counters.get(("n", queue, ""), {}).items()
+                      if k.startswith(AGENT_GAUGE) or k.startswith(KPI)}
         raw.waiting, raw.oldest_waiting_ms = data.waiting.get(queue, (0, None))
         raw.open_since = {st: data.open_since.get((queue, st), []) for st in OCCUPANCY_STATES}
         raws[queue] = raw

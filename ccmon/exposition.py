@@ -79,7 +79,56 @@ class SnapshotCollector:
                 for key, fam in values.items():
                     if w[key] is not None:
                         fam.add_metric([queue, window], float(w[key]))  # type: ignore[arg-type]
+        tickets = GaugeMetricFamily("ccmon_window_tickets_created", "Tickets created in the window.",
+                                    labels=["queue", "window"])
+        responses = GaugeMetricFamily("ccmon_window_survey_responses", "Survey responses in the window, by kind.",
+                                      labels=["queue", "window", "kind"])
+        survey = {
+            "csat": GaugeMetricFamily("ccmon_csat_ratio", "CSAT responses scoring 4-5 / all CSAT responses.",
+                                      labels=["queue", "window"]),
+            "nps": GaugeMetricFamily("ccmon_nps_score", "% promoters (9-10) - % detractors (0-6), -100..100.",
+                                     labels=["queue", "window"]),
+            "ces_avg": GaugeMetricFamily("ccmon_ces_average_score", "Mean CES score (1-7).", labels=["queue", "window"]),
+        }
+        agent_survey = {
+            "csat": GaugeMetricFamily("ccmon_agent_csat_ratio", "CSAT per agent.", labels=["queue", "window", "agent"]),
+            "nps": GaugeMetricFamily("ccmon_agent_nps_score", "NPS per agent.", labels=["queue", "window", "agent"]),
+            "ces_avg": GaugeMetricFamily("ccmon_agent_ces_average_score", "CES per agent.",
+                                         labels=["queue", "window", "agent"]),
+        }
+        custom_count = GaugeMetricFamily("ccmon_custom_count", "A user-defined counter over the window "
+                                         "(queue empty: all queues).", labels=["queue", "window", "name"])
+        custom_ratio = GaugeMetricFamily("ccmon_custom_ratio", "A user-defined ratio over the window "
+                                         "(queue empty: all queues).", labels=["queue", "window", "name"])
+        kpi = GaugeMetricFamily("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).",
+                                labels=["name", "queue"])
+        views = [(q, v) for q, v in queues.items()] + [("", self.snapshot.get("all", {}))]  # type: ignore[list-item]
+        for queue, view in views:
+            for window, w in view.items():
+                if window == "now":
+                    continue
+                if queue:
+                    tickets.add_metric([queue, window], float(w["tickets_created"]))  # type: ignore[arg-type]
+                    for kind, n in w["survey_responses"].items():  # type: ignore[union-attr]
+                        responses.add_metric([queue, window, kind], float(n))
+                    for key, fam in survey.items():
+                        if w[key] is not None:
+                            fam.add_metric([queue, window], float(w[key]))  # type: ignore[arg-type]
+                    for agent, a in w["surveys_by_agent"].items():  # type: ignore[union-attr]
+                        for key, fam in agent_survey.items():
+                            if a[key] is not None:
+                                fam.add_metric([queue, window, agent], float(a[key]))
+                for name, value in w["custom"].items():  # type: ignore[union-attr]
+                    if value is None:
+                        continue
+                    is_count = isinstance(value, int) and not isinstance(value, bool)
+                    (custom_count if is_count else custom_ratio).add_metric([queue, window, name], float(value))
+            for name, value in (view.get("now", {}) or {}).get("kpis", {}).items():  # type: ignore[union-attr]
+                kpi.add_metric([name, queue], float(value))
+        for name, value in self.snapshot.get("kpis", {}).items():  # type: ignore[union-attr]
+            kpi.add_metric([name, ""], float(value))
         yield calls
+        yield from (tickets, responses, *survey.values(), *agent_survey.values(), custom_count, custom_ratio, kpi)
         yield from values.values()
         yield from now.values()
         yield agents

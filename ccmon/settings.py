@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agents.config import MetricsConfig, QueueConfig
+from agents.config import FILTER_OPS, CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
+from agents.core import BUILTIN_COUNTERS
 from ccmon.errors import ConfigError
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -65,6 +66,52 @@ class QueueModel(BaseModel):
         return dataclasses.replace(base, **{k: v for k, v in self.model_dump().items() if v is not None})
 
 
+class CounterModel(BaseModel):
+    """A custom counter: an event type and conditions, e.g. ``{event: ticket.created, where: [{field: tags, contains: complaint}]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    event: str
+    where: list[dict[str, Any]] = []
+
+    @field_validator("event")
+    @classmethod
+    def _event(cls, v: str) -> str:
+        from streams.events import EVENT_TYPES
+
+        if v not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {v!r}; use one of {', '.join(sorted(EVENT_TYPES))}")
+        return v
+
+    def filters(self) -> tuple[Filter, ...]:
+        """The conditions as core filters."""
+        out = []
+        for cond in self.where:
+            ops = [k for k in cond if k != "field"]
+            if "field" not in cond or len(ops) != 1 or ops[0] not in FILTER_OPS:
+                raise ValueError(
+                    f"condition {cond!r} needs `field` and exactly one of {', '.join(FILTER_OPS)}, "
+                    "e.g. {field: tags, contains: complaint}"
+                )
+            out.append(Filter(str(cond["field"]), ops[0], cond[ops[0]]))
+        return tuple(out)
+
+
+class RatioModel(BaseModel):
+    """A custom ratio of two counters, built-in or custom."""
+
+    model_config = ConfigDict(extra="forbid")
+    numerator: str
+    denominator: str
+
+
+class CustomModel(BaseModel):
+    """User-defined counters and ratios."""
+
+    model_config = ConfigDict(extra="forbid")
+    counters: dict[str, CounterModel] = {}
+    ratios: dict[str, RatioModel] = {}
+
+
 class FileModel(BaseModel):
     """The queue YAML (``CCMON_CONFIG``)."""
 
@@ -77,6 +124,7 @@ class FileModel(BaseModel):
     agent_idle_eviction: str = "24h"
     defaults: QueueModel = QueueModel()
     queues: dict[str, QueueModel] = {}
+    custom_metrics: CustomModel = CustomModel()
 
     @field_validator("windows")
     @classmethod
@@ -145,6 +193,19 @@ def load_metrics_config(path: Optional[Path]) -> MetricsConfig:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"queue config {path or '(defaults)'} is invalid: {problems}") from None
     defaults = model.defaults.over(QueueConfig())
+    try:
+        counters = tuple(CustomCounter(name, c.event, c.filters()) for name, c in model.custom_metrics.counters.items())
+    except ValueError as exc:
+        raise ConfigError(f"queue config {path}: custom_metrics.counters: {exc}") from None
+    known = set(model.custom_metrics.counters) | set(BUILTIN_COUNTERS)
+    for name, r in model.custom_metrics.ratios.items():
+        for operand in (r.numerator, r.denominator):
+            if operand not in known:
+                raise ConfigError(
+                    f"queue config {path}: custom_metrics.ratios.{name}: {operand!r} is not a counter; "
+                    f"use a custom counter or one of {', '.join(BUILTIN_COUNTERS)}"
+                )
+    ratios = tuple(CustomRatio(name, r.numerator, r.denominator) for name, r in model.custom_metrics.ratios.items())
     return MetricsConfig(
         bucket_seconds=model.bucket_seconds,
         windows=tuple((w, parse_duration(w)) for w in model.windows),
@@ -154,6 +215,8 @@ def load_metrics_config(path: Optional[Path]) -> MetricsConfig:
         lateness_seconds=parse_duration(model.lateness),
         call_max_age_seconds=parse_duration(model.call_max_age),
         agent_idle_eviction_seconds=parse_duration(model.agent_idle_eviction),
+        custom_counters=counters,
+        custom_ratios=ratios,
     )
 
 

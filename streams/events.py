@@ -32,6 +32,10 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     ts: Ts
     source: str | None = None
+    # Free-form labels for custom metrics (e.g. a "complaint" tag); bounded so they stay cheap.
+    tags: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=32)] = []
+    attributes: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], Union[str, int, float, bool]],
+                          msgspec.Meta(max_length=32)] = {}
 
     domain: ClassVar[str] = ""
     entity_field: ClassVar[str] = ""
@@ -215,6 +219,24 @@ class SurveyResponse(Event, tag="survey.response", frozen=True):
             raise ValueError(f"score {self.score} is out of range for {self.kind} ({lo}-{hi})")
 
 
+# --------------------------------------------------------------------- KPIs
+
+
+class KpiSample(Event, tag="kpi.sample", frozen=True):
+    """An external system's plain gauge (a daily churn figure, say); topic ``<prefix>kpis``, key ``name``."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+    value: float
+    queue: Name | None = None
+    domain: ClassVar[str] = "kpis"
+    entity_field: ClassVar[str] = "name"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.value):
+            raise ValueError("`value` must be a finite number")
+
+
 AnyEvent = Union[
     CallOffered,
     CallBlocked,
@@ -231,12 +253,13 @@ AnyEvent = Union[
     TicketEscalated,
     TicketReopened,
     SurveyResponse,
+    KpiSample,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls for cls in AnyEvent.__args__  # type: ignore[attr-defined]
 }
-DOMAINS: tuple[str, ...] = ("calls", "agents", "tickets", "surveys")
+DOMAINS: tuple[str, ...] = ("calls", "agents", "tickets", "surveys", "kpis")
 
 
 # ----------------------------------------------------------------- decoding

@@ -8,7 +8,7 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.config import MetricsConfig, QueueConfig
+from agents.config import CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
 from agents.core import CORES, PartitionState, apply_batch, decode_state, encode_state
 from agents.oracle import compute, replay
 from agents.snapshot import LIVE_SETS, StoreData, assemble, needed_keys
@@ -25,6 +25,16 @@ CFG = MetricsConfig(
     lateness_seconds=300,
     call_max_age_seconds=1800,
     agent_idle_eviction_seconds=600,
+    custom_counters=(
+        CustomCounter("complaints", "ticket.created", (Filter("tags", "contains", "complaint"),)),
+        CustomCounter("vip_offers", "call.offered", (Filter("attributes.tier", "equals", "vip"),)),
+        CustomCounter("angry_replies", "ticket.replied", (Filter("tags", "contains", "angry"),
+                                                          Filter("author", "equals", "customer"))),
+    ),
+    custom_ratios=(
+        CustomRatio("complaint_rate", "complaints", "tickets_created"),
+        CustomRatio("vip_share", "vip_offers", "offered"),
+    ),
 )
 
 
@@ -111,7 +121,7 @@ def traffic(draw):  # type: ignore[no-untyped-def]
                 add(type="call.blocked", ts=t, reason=draw(st.sampled_from(["queue_full", "closed"])), **base)
                 continue
             if draw(st.integers(0, 9)):
-                add(type="call.offered", ts=t, **base)
+                add(type="call.offered", ts=t, attributes={"tier": draw(st.sampled_from(["vip", "std"]))}, **base)
             wait = draw(st.sampled_from([0, 2999, 3000, 5000, 20_000, 30_001, 95_000]))
             end = draw(st.sampled_from(["answered", "abandoned", "timed_out", "none", "conflict"]))
             if end in ("answered", "conflict"):
@@ -132,6 +142,25 @@ def traffic(draw):  # type: ignore[no-untyped-def]
             add(type="agent.state", ts=t, agent_id=f"ag{a}",
                 state=draw(st.sampled_from(["available", "on_call", "wrap_up", "away", "offline"])),
                 queues=draw(st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2, unique=True)))
+    for k in range(draw(st.integers(0, 6))):
+        tid, t = f"t{k % 5}", BASE_MS + draw(st.integers(0, 3 * 3600_000))
+        q = draw(st.sampled_from(QUEUES))
+        add(type="ticket.created", ts=t, ticket_id=tid, queue=q, channel=draw(st.sampled_from(["email", "chat"])),
+            priority=draw(st.sampled_from(["low", "normal", "urgent"])),
+            tags=draw(st.sampled_from([[], ["complaint"], ["x", "complaint"]])))
+        for _ in range(draw(st.integers(0, 3))):
+            t += draw(st.sampled_from([5000, 200_000, 700_000]))
+            add(type="ticket.replied", ts=t, ticket_id=tid, author=draw(st.sampled_from(["agent", "customer"])),
+                tags=draw(st.sampled_from([[], ["angry"]])))
+    for k in range(draw(st.integers(0, 6))):
+        add(type="survey.response", ts=BASE_MS + draw(st.integers(0, 3 * 3600_000)), survey_id=f"s{k % 4}",
+            kind=(kind := draw(st.sampled_from(["csat", "nps", "ces"]))),
+            score=draw(st.integers(*{"csat": (1, 5), "nps": (0, 10), "ces": (1, 7)}[kind])),
+            queue=draw(st.sampled_from(QUEUES)), agent_id=draw(st.sampled_from([None, "a1", "a2"])))
+    for k in range(draw(st.integers(0, 5))):
+        add(type="kpi.sample", ts=BASE_MS + draw(st.integers(0, 3 * 3600_000)),
+            name=draw(st.sampled_from(["churn", "nps_external"])), value=draw(st.sampled_from([0.5, 1.25, -3.0])),
+            queue=draw(st.sampled_from([None, "sales"])))
     events += [e for e in events if draw(st.integers(0, 5)) == 0]  # duplicate deliveries
     # Mostly time order with local shuffles (out of order within lateness), plus a few far-off stragglers.
     events.sort(key=lambda e: e["ts"] + draw(st.integers(0, 400)) * (draw(st.integers(0, 3)) == 0))

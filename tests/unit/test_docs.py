@@ -8,7 +8,7 @@ from agents.config import MetricsConfig
 from agents.oracle import compute
 from ccmon.cli import app
 from ccmon.exposition import SnapshotCollector
-from ccmon.settings import Settings
+from ccmon.settings import FileModel, QueueModel, Settings, load_metrics_config
 from streams.events import EVENT_TYPES, event_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,3 +52,19 @@ def test_every_prometheus_metric_is_in_the_readme() -> None:
 def test_the_ci_script_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "make test" in README
+
+
+def test_the_configuration_example_loads(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    example = doc.split("## Full example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    path = tmp_path / "ccmon.yaml"
+    path.write_text(example)
+    cfg = load_metrics_config(path)
+    assert cfg.queue("support").sl_formula == "answered_only" and cfg.queue("other").sl_threshold_seconds == 20
+    assert [c.name for c in cfg.custom_counters] == ["complaints", "vip_offers", "angry_customer_replies",
+                                                    "detractor_surveys"]
+    assert [r.name for r in cfg.custom_ratios] == ["complaint_rate", "vip_share"]
+    for field in FileModel.model_fields:
+        assert f"`{field}`" in doc, field
+    for field in QueueModel.model_fields:
+        assert f"`{field}`" in doc, field
