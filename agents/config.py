@@ -8,8 +8,16 @@ from functools import lru_cache
 from typing import Literal, Mapping, Optional
 from zoneinfo import ZoneInfo
 
+from agents.business_hours import Calendar
+
 SlFormula = Literal["standard", "answered_only", "abandons_met_if_short"]
 SL_FORMULAS: tuple[str, ...] = ("standard", "answered_only", "abandons_met_if_short")
+
+
+H_MS, D_MS = 3600_000, 86400_000
+DEFAULT_TICKET_SLA: tuple[tuple[str, int, int], ...] = (
+    ("urgent", 1 * H_MS, 4 * H_MS), ("high", 4 * H_MS, 1 * D_MS), ("normal", 8 * H_MS, 3 * D_MS), ("low", 24 * H_MS, 5 * D_MS),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +31,18 @@ class QueueConfig:
     sl_target: float = 0.80
     sl_formula: SlFormula = "standard"
     asa_target_seconds: Optional[float] = None
+    # Tickets: SLA targets per priority (ms), business hours (None: 24/7), statuses that stop the clock.
+    ticket_sla: tuple[tuple[str, int, int], ...] = DEFAULT_TICKET_SLA
+    calendar: Optional[Calendar] = None
+    pause_statuses: tuple[str, ...] = ("pending", "on_hold")
+    backlog_age_ms: int = 24 * 3600_000
+
+    def sla_targets(self, priority: str) -> tuple[int, int]:
+        """(first response, resolution) targets in ms for a priority."""
+        for p, frt, res in self.ticket_sla:
+            if p == priority:
+                return frt, res
+        return self.sla_targets("normal") if priority != "normal" else (8 * 3600_000, 3 * 86400_000)
 
     @property
     def sl_threshold_ms(self) -> int:
@@ -107,6 +127,7 @@ class MetricsConfig:
     agent_idle_eviction_seconds: int = 24 * 3600
     forecast_arrival_seconds: int = 900  # lambda comes from the offers of the last 15 minutes
     forecast_aht_seconds: int = 3600  # AHT for the forecast comes from the last hour
+    fcr_window_seconds: int = 7 * 86400
     custom_counters: tuple[CustomCounter, ...] = ()
     custom_ratios: tuple[CustomRatio, ...] = ()
 

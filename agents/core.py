@@ -22,10 +22,16 @@ from typing import Iterable, Optional, Protocol, Sequence
 import msgspec
 
 from agents.config import MetricsConfig, bucket_start, day_of
+from agents.tickets import TicketEvent as TicketEventTuple
+from agents.tickets import ticket_due, ticket_facts
 from streams.events import (
     KpiSample,
     SurveyResponse,
+    TicketAssigned,
     TicketCreated,
+    TicketEscalated,
+    TicketReplied,
+    TicketStatusChanged,
     CallAbandoned,
     CallAnswered,
     CallBlocked,
@@ -263,7 +269,7 @@ class CallsCore:
         )
 
     @staticmethod
-    def contributions(state: CallState, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+    def contributions(state: CallState, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:
         """Everything one call adds to counters and sets; an expired call is no longer waiting."""
         out = Contribution()
         c, m = out.counters, out.members
@@ -376,7 +382,8 @@ class AgentsCore:
         return new, "", ""
 
     @staticmethod
-    def contributions(state: AgentStateRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+    def contributions(state: AgentStateRecord, cfg: MetricsConfig, expired: bool = False,
+                      leaving: bool = False) -> Contribution:
         """Closed state intervals into buckets; the latest state as gauges and open-interval members."""
         out = Contribution()
         c, m = out.counters, out.members
@@ -458,7 +465,7 @@ class SurveysCore:
         return SurveyRecord(ev.event_id, ev.ts_ms, ev.kind, ev.score, ev.queue, ev.agent_id), "", ""
 
     @staticmethod
-    def contributions(state: SurveyRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+    def contributions(state: SurveyRecord, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:
         """Responses by kind, satisfied / promoters / detractors / CES sum, also per agent."""
         out = Contribution()
         fields = survey_fields(state.kind, state.score)
@@ -498,15 +505,31 @@ def survey_fields(kind: str, score: int) -> dict[str, int]:
 
 
 class TicketRecord(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What is known of a ticket so far: its creation and the event ids seen."""
+    """A ticket's events (sorted by time) and the ids seen."""
 
-    created: Optional[tuple[int, str, str, str]] = None  # (ts_ms, queue, channel, priority)
+    ticket_id: str = ""
+    events: tuple[TicketEventTuple, ...] = ()
     seen: tuple[str, ...] = ()
-    last_ms: int = 0
+
+
+def ticket_event_tuple(ev: Event) -> TicketEventTuple:
+    """The compact form of a ticket event kept in the ticket's state."""
+    ts, eid = ev.ts_ms, ev.event_id
+    if isinstance(ev, TicketCreated):
+        return (ts, eid, "created", ev.queue, ev.channel, ev.priority)
+    if isinstance(ev, TicketReplied):
+        return (ts, eid, "reply", ev.author, "1" if ev.public else "0", "")
+    if isinstance(ev, TicketStatusChanged):
+        return (ts, eid, "status", ev.status, "", "")
+    if isinstance(ev, TicketAssigned):
+        return (ts, eid, "assign", ev.queue or "", ev.agent_id, "")
+    if isinstance(ev, TicketEscalated):
+        return (ts, eid, "escalate", "", "", "")
+    return (ts, eid, "reopen", "", "", "")
 
 
 class TicketsCore:
-    """The ticket domain: creations by queue, channel and priority."""
+    """The ticket domain: creations, SLA clocks, FCR and open-ticket gauges (``agents/tickets.py``)."""
 
     name = "tickets"
     state_type = TicketRecord
@@ -518,35 +541,42 @@ class TicketsCore:
 
     @staticmethod
     def apply(state: Optional[TicketRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[TicketRecord], str, str]:
-        """Record the event; a second ``ticket.created`` with another id is an invalid transition."""
-        state = state or TicketRecord()
+        """Insert the event in time order; a second ``ticket.created`` with another id is an invalid transition."""
+        state = state or TicketRecord(ticket_id=ev.ticket_id)  # type: ignore[attr-defined]
         if ev.event_id in state.seen:
             return None, "duplicate", ""
-        created = state.created
-        if isinstance(ev, TicketCreated):
-            if created is not None:
-                return None, "invalid_transition", f"ticket {ev.ticket_id} was already created"
-            created = (ev.ts_ms, ev.queue, ev.channel, ev.priority)
-        return TicketRecord(created, state.seen + (ev.event_id,), max(state.last_ms, ev.ts_ms)), "", ""
+        if isinstance(ev, TicketCreated) and any(e[2] == "created" for e in state.events):
+            return None, "invalid_transition", f"ticket {ev.ticket_id} was already created"
+        events = tuple(sorted(state.events + (ticket_event_tuple(ev),)))
+        return TicketRecord(state.ticket_id, events, state.seen + (ev.event_id,)), "", ""
 
     @staticmethod
-    def contributions(state: TicketRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
-        """``tickets_created``, also by channel and by priority."""
+    def contributions(state: TicketRecord, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:
+        """``tickets_created`` by channel and priority, plus every fact of ``ticket_facts``."""
         out = Contribution()
-        if state.created is not None:
-            ts, queue, channel, priority = state.created
-            for name in (TICKETS_CREATED, f"{TICKETS_CREATED}:channel:{channel}", f"{TICKETS_CREATED}:priority:{priority}"):
-                out.counters[(queue, ts, name)] += 1
+        created = next((e for e in state.events if e[2] == "created"), None)
+        if created is None:
+            return out
+        ts, _, _, queue, channel, priority = created
+        for name in (TICKETS_CREATED, f"{TICKETS_CREATED}:channel:{channel}", f"{TICKETS_CREATED}:priority:{priority}"):
+            out.counters[(queue, ts, name)] += 1
+        facts = ticket_facts(state.events, cfg, final=leaving)
+        for q, at, name, n in facts.counters:
+            out.counters[(q, at, name)] += n
+        for q, name, n in facts.gauges:
+            out.counters[(q, None, name)] += n
+        for kind, q, score in facts.members:
+            out.members[(kind, q, None, state.ticket_id)] = score
         return out
 
     @staticmethod
     def due(state: TicketRecord, cfg: MetricsConfig) -> tuple[Optional[int], bool]:
-        """Kept for dedup until no on-time event can repeat one it has seen."""
-        return state.last_ms + cfg.lateness_ms, True
+        """A solved or closed ticket leaves after the lateness and its FCR window; open ones stay."""
+        return ticket_due(state.events, cfg), True
 
     @staticmethod
     def compact(state: TicketRecord, horizon_ms: int) -> TicketRecord:
-        """Nothing to compact."""
+        """A ticket keeps its whole (short) history: its clocks need every pause."""
         return state
 
 
@@ -586,7 +616,7 @@ class KpisCore:
         return KpiRecord(name=ev.name, latest={**state.latest, queue: mark}), "", ""
 
     @staticmethod
-    def contributions(state: KpiRecord, cfg: MetricsConfig, expired: bool = False) -> Contribution:
+    def contributions(state: KpiRecord, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:
         """The latest value as a gauge."""
         out = Contribution()
         for queue, (_ts, _eid, value) in state.latest.items():
@@ -620,7 +650,7 @@ class DomainCore(Protocol):
     def apply(state, ev: Event, cfg: MetricsConfig): ...  # type: ignore[no-untyped-def]
 
     @staticmethod
-    def contributions(state, cfg: MetricsConfig, expired: bool = False) -> Contribution: ...  # type: ignore[no-untyped-def]
+    def contributions(state, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution: ...  # type: ignore[no-untyped-def]
 
     @staticmethod
     def due(state, cfg: MetricsConfig) -> tuple[Optional[int], bool]: ...  # type: ignore[no-untyped-def]
@@ -688,7 +718,7 @@ def apply_batch(
         base = before.pop(k, None)
         if base is None:
             base = core.contributions(st, cfg)
-        res.deltas.add(base, core.contributions(st, cfg, expired=not finished), cfg)
+        res.deltas.add(base, core.contributions(st, cfg, expired=not finished, leaving=True), cfg)
         del part.states[k]
         res.changed[k] = None
         if finished:

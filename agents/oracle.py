@@ -41,6 +41,9 @@ from streams.events import (
     TicketEvent,
 )
 from streams.partitioning import partition_for
+from agents.core import ticket_event_tuple
+from agents.tickets import WINDOWED_MEMBERS, ticket_due, ticket_facts
+from agents.tickets import TicketEvent as TicketEventTuple
 
 PATHS = {"call.answered": "answered", "call.ended": "answered", "call.wrapup_completed": "answered",
          "call.abandoned": "abandoned", "call.timed_out": "timed_out", "call.blocked": "blocked"}
@@ -91,6 +94,15 @@ class Outcome:
     invalid: int = 0
     expired: int = 0
     applied: list[Event] = field(default_factory=list)
+    tickets: list["Ticket"] = field(default_factory=list)
+
+
+@dataclass
+class Ticket:
+    """One instance of a ticket id: its applied events."""
+
+    events: list[TicketEventTuple] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -118,6 +130,7 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
     out = Outcome()
     home: dict[str, int] = {}
     once: dict[tuple[str, str], Once] = {}
+    open_tickets: dict[str, Ticket] = {}
     kpis: dict[tuple[str, str], tuple[int, str]] = {}
     for ev in events:
         where = (ev.domain, partition_for(entity_of(ev), partitions))
@@ -131,7 +144,26 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
                 out.duplicates += 1
                 continue
             kpis[slot] = max(kpis.get(slot, (ev.ts_ms, ev.event_id)), (ev.ts_ms, ev.event_id))
-        elif isinstance(ev, (TicketEvent, SurveyResponse)):
+        elif isinstance(ev, TicketEvent):
+            ticket = open_tickets.get(ev.ticket_id)
+            if ticket is not None and now is not None:
+                due = ticket_due(ticket.events, cfg)
+                if due is not None and due < now:
+                    ticket = None  # solved or closed, its FCR window over: forgotten
+            if ticket is None:
+                ticket = Ticket()
+            if ev.event_id in ticket.ids:
+                out.duplicates += 1
+                continue
+            if isinstance(ev, TicketCreated) and any(e[2] == "created" for e in ticket.events):
+                out.invalid += 1
+                continue
+            if ticket is not open_tickets.get(ev.ticket_id):
+                open_tickets[ev.ticket_id] = ticket
+                out.tickets.append(ticket)
+            ticket.ids.add(ev.event_id)
+            ticket.events.append(ticket_event_tuple(ev))
+        elif isinstance(ev, SurveyResponse):
             key = (ev.domain, entity_of(ev))
             rec = once.get(key)
             if rec is not None and now is not None and rec.last + lat < now:
@@ -140,7 +172,7 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
             if ev.event_id in rec.ids:
                 out.duplicates += 1
                 continue
-            creates = isinstance(ev, (TicketCreated, SurveyResponse))
+            creates = True
             if creates and rec.done:
                 out.invalid += 1
                 continue
@@ -299,6 +331,16 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
                 latest_kpi[slot] = ev
     for (name, queue), ev in latest_kpi.items():
         raws[queue].gauges["kpi:" + name] = round(ev.value * 1_000_000)
+    for ticket in outcome.tickets:
+        tf = ticket_facts(ticket.events, cfg)
+        facts += tf.counters
+        for queue, name, n in tf.gauges:
+            raws[queue].gauges[name] = raws[queue].gauges.get(name, 0) + n
+        for kind, queue, score in tf.members:
+            if kind in WINDOWED_MEMBERS:
+                facts.append((queue, score, WINDOWED_MEMBERS[kind], 1))
+            elif score <= now_ms:
+                raws[queue].gauges[kind] = raws[queue].gauges.get(kind, 0) + 1
 
     width = cfg.bucket_seconds
     spans = list(cfg.windows) + [(ARRIVAL, cfg.forecast_arrival_seconds), (AHT, cfg.forecast_aht_seconds)]

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping, Optional
 
 from agents import erlang
-from agents.config import MetricsConfig, QueueConfig, day_of, window_buckets
+from agents import tickets as T
+from agents.config import MetricsConfig, QueueConfig, bucket_start, day_of, in_rolling_window, window_buckets
 from agents.core import (
     ABANDONED,
     ABANDONED_IN_SL,
@@ -120,10 +121,29 @@ def ticket_counts(c: Counts) -> dict[str, object]:
             "tickets_created_by_priority": by["priority"]}
 
 
+def ticket_view(c: Counts) -> dict[str, object]:
+    """Helpdesk metrics of one window."""
+    created, solved = c.get(TICKETS_CREATED, 0), c.get(T.TICKETS_SOLVED, 0)
+    reopened, escalated = c.get(T.TICKETS_REOPENED, 0), c.get(T.TICKETS_ESCALATED, 0)
+    return {
+        "tickets_solved": solved,
+        "tickets_reopened": reopened,
+        "tickets_escalated": escalated,
+        "first_response_seconds_avg": ratio(c.get(T.FRT_MS, 0) / 1000, c.get(T.FRT_COUNT, 0)),
+        "frt_sla": ratio(c.get(T.FRT_MET, 0), c.get(T.FRT_MET, 0) + c.get(T.FRT_MISSED, 0)),
+        "resolution_seconds_avg": ratio(c.get(T.RES_MS, 0) / 1000, c.get(T.RES_COUNT, 0)),
+        "resolution_sla": ratio(c.get(T.RES_MET, 0), c.get(T.RES_MET, 0) + c.get(T.RES_MISSED, 0)),
+        "reopen_rate": ratio(reopened, solved),
+        "escalation_rate": ratio(escalated, created),
+        "fcr_rate": ratio(c.get(T.FCR_YES, 0), c.get(T.FCR_YES, 0) + c.get(T.FCR_NO, 0)),
+    }
+
+
 def window_view(c: Counts, max_wait_ms: Optional[int], formula: str, cfg: MetricsConfig) -> dict[str, object]:
     """Every metric of one window, from its summed counters."""
     view = call_view(c, max_wait_ms, formula)
     view.update(ticket_counts(c))
+    view.update(ticket_view(c))
     view.update(survey_view(c))
     agents = sorted({k[len(BY_AGENT):].split(":", 1)[0] for k in c if k.startswith(BY_AGENT)})
     view["surveys_by_agent"] = {a: survey_view(c, f"{BY_AGENT}{a}:") for a in agents
@@ -204,7 +224,26 @@ def now_view(raw: QueueRaw, q: QueueConfig, cfg: MetricsConfig, now_ms: int) -> 
         asa_target_seconds=q.asa_target_seconds,
         kpis=kpi_view(g),
     )
+    view.update(open_ticket_view(g))
     return view
+
+
+def open_ticket_view(g: Counts) -> dict[str, object]:
+    """Open tickets now: by status and priority, backlog, breached and due-soon SLA clocks."""
+    by: dict[str, dict[str, int]] = {"status": {}, "priority": {}}
+    for k, v in sorted(g.items()):
+        if k.startswith(T.TICKETS_OPEN + ":") and v:
+            _, dim, value = k.split(":", 2)
+            by[dim][value] = v
+    breached = g.get(T.Z_BREACH, 0)
+    return {
+        "tickets_open": g.get(T.TICKETS_OPEN, 0),
+        "tickets_open_by_status": by["status"],
+        "tickets_open_by_priority": by["priority"],
+        "backlog": g.get(T.Z_BACKLOG, 0),
+        "sla_breached_open": breached,
+        "sla_due_soon": g.get(T.Z_SOON, 0) - breached,
+    }
 
 
 def kpi_view(g: Counts) -> dict[str, float]:
@@ -274,6 +313,7 @@ class StoreData:
     zmax: dict[WindowKey, int] = field(default_factory=dict)  # max score of each wait set
     waiting: dict[str, tuple[int, Optional[int]]] = field(default_factory=dict)  # queue -> (count, oldest)
     open_since: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (queue, state) -> since
+    ticket_members: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (kind, queue) -> scores
 
 
 def needed_keys(queues: Iterable[str], cfg: MetricsConfig, now_ms: int) -> list[WindowKey]:
@@ -302,11 +342,30 @@ def assemble(queues: Iterable[str], data: StoreData, cfg: MetricsConfig, now_ms:
         raw.windows["today"] = dict(data.counters.get(("d", queue, day), {}))
         raw.max_wait_ms["today"] = data.zmax.get((Z_WAIT + "d", queue, day))
         raw.gauges = {k: v for k, v in data.counters.get(("n", queue, ""), {}).items()
-                      if k.startswith(AGENT_GAUGE) or k.startswith(KPI)}
+                      if k.startswith(AGENT_GAUGE) or k.startswith(KPI) or k.startswith(T.TICKETS_OPEN)}
         raw.waiting, raw.oldest_waiting_ms = data.waiting.get(queue, (0, None))
         raw.open_since = {st: data.open_since.get((queue, st), []) for st in OCCUPANCY_STATES}
+        add_ticket_members(raw, queue, {k: data.ticket_members.get((k, queue), []) for k in T.WINDOWED_MEMBERS}
+                           | {k: data.ticket_members.get((k, queue), []) for k in T.GAUGE_MEMBERS}, cfg, now_ms)
         raws[queue] = raw
     return build_snapshot(raws, cfg, now_ms)
 
 
-LIVE_SETS = (Z_WAITING,) + tuple(Z_OPEN + st for st in OCCUPANCY_STATES)
+def add_ticket_members(raw: QueueRaw, queue: str, members: Mapping[str, list[int]], cfg: MetricsConfig,
+                       now_ms: int) -> None:
+    """Time-driven ticket facts: windowed ones count like counters at their instant, gauges once due."""
+    width = cfg.bucket_seconds
+    today = day_of(now_ms, cfg.queue(queue))
+    for kind, name in T.WINDOWED_MEMBERS.items():
+        for score in members.get(kind, ()):
+            b = bucket_start(score, width)
+            for wname, secs in reader_windows(cfg):
+                if in_rolling_window(b, width, secs, now_ms):
+                    raw.windows.setdefault(wname, {})[name] = raw.windows.get(wname, {}).get(name, 0) + 1
+            if day_of(score, cfg.queue(queue)) == today:
+                raw.windows.setdefault("today", {})[name] = raw.windows.get("today", {}).get(name, 0) + 1
+    for kind in T.GAUGE_MEMBERS:
+        raw.gauges[kind] = sum(1 for score in members.get(kind, ()) if score <= now_ms)
+
+
+LIVE_SETS = (Z_WAITING,) + tuple(Z_OPEN + st for st in OCCUPANCY_STATES) + tuple(T.WINDOWED_MEMBERS) + T.GAUGE_MEMBERS

@@ -241,8 +241,10 @@ class Store:
                 scores = [int(score) for _, score in next(live)]
                 if kind == Z_WAITING:
                     data.waiting[q] = (len(scores), min(scores) if scores else None)
-                else:
+                elif kind.startswith("za:"):
                     data.open_since[(q, kind[len("za:"):])] = scores
+                else:
+                    data.ticket_members[(kind, q)] = scores
         return assemble(queues, data, self.cfg, now_ms)
 
     async def status(self) -> dict[str, object]:

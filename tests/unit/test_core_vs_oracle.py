@@ -8,6 +8,7 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.business_hours import parse_calendar
 from agents.config import CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
 from agents.core import CORES, PartitionState, apply_batch, decode_state, encode_state
 from agents.oracle import compute, replay
@@ -16,12 +17,19 @@ from streams.events import Event, event_from_dict
 from streams.partitioning import partition_for
 
 BASE_MS = 1_795_400_000_000
+M = 60_000
+SLA = (("urgent", 10 * M, 30 * M), ("normal", 30 * M, 120 * M), ("low", 60 * M, 240 * M))
 CFG = MetricsConfig(
     queues={
         "sales": QueueConfig(sl_threshold_seconds=30, short_abandon_seconds=3, timezone="Europe/Berlin",
-                             sl_formula="abandons_met_if_short"),
-        "billing": QueueConfig(sl_formula="answered_only", daily_reset="06:00", timezone="America/New_York"),
+                             sl_formula="abandons_met_if_short", ticket_sla=SLA, backlog_age_ms=60 * M),
+        "billing": QueueConfig(sl_formula="answered_only", daily_reset="06:00", timezone="America/New_York",
+                               ticket_sla=SLA, backlog_age_ms=90 * M, pause_statuses=("pending",),
+                               calendar=parse_calendar({"timezone": "America/New_York",
+                                                        "hours": {"weekdays": ["09:00-12:00", "13:00-17:00"]}})),
     },
+    defaults=QueueConfig(ticket_sla=SLA, backlog_age_ms=45 * M),
+    fcr_window_seconds=3600,
     lateness_seconds=300,
     call_max_age_seconds=1800,
     agent_idle_eviction_seconds=600,
@@ -70,8 +78,10 @@ class MemoryStore:
                 members = self.zsets.get((kind, q, ""), {})
                 if kind == "zq":
                     data.waiting[q] = (len(members), min(members.values()) if members else None)
-                else:
+                elif kind.startswith("za:"):
                     data.open_since[(q, kind[3:])] = sorted(members.values())
+                else:
+                    data.ticket_members[(kind, q)] = sorted(members.values())
         return assemble(queues, data, CFG, now_ms)
 
 
@@ -148,10 +158,22 @@ def traffic(draw):  # type: ignore[no-untyped-def]
         add(type="ticket.created", ts=t, ticket_id=tid, queue=q, channel=draw(st.sampled_from(["email", "chat"])),
             priority=draw(st.sampled_from(["low", "normal", "urgent"])),
             tags=draw(st.sampled_from([[], ["complaint"], ["x", "complaint"]])))
-        for _ in range(draw(st.integers(0, 3))):
-            t += draw(st.sampled_from([5000, 200_000, 700_000]))
-            add(type="ticket.replied", ts=t, ticket_id=tid, author=draw(st.sampled_from(["agent", "customer"])),
-                tags=draw(st.sampled_from([[], ["angry"]])))
+        for _ in range(draw(st.integers(0, 6))):
+            t += draw(st.sampled_from([5000, 200_000, 700_000, 2_400_000]))
+            kind = draw(st.sampled_from(["reply", "reply", "status", "status", "assign", "escalate", "reopen"]))
+            if kind == "reply":
+                add(type="ticket.replied", ts=t, ticket_id=tid, author=draw(st.sampled_from(["agent", "customer"])),
+                    public=draw(st.sampled_from([True, True, False])), tags=draw(st.sampled_from([[], ["angry"]])))
+            elif kind == "status":
+                add(type="ticket.status_changed", ts=t, ticket_id=tid,
+                    status=draw(st.sampled_from(["open", "pending", "on_hold", "solved", "closed"])))
+            elif kind == "assign":
+                add(type="ticket.assigned", ts=t, ticket_id=tid, agent_id="a1",
+                    queue=draw(st.sampled_from([None, *QUEUES])))
+            elif kind == "escalate":
+                add(type="ticket.escalated", ts=t, ticket_id=tid, level=2)
+            else:
+                add(type="ticket.reopened", ts=t, ticket_id=tid)
     for k in range(draw(st.integers(0, 6))):
         add(type="survey.response", ts=BASE_MS + draw(st.integers(0, 3 * 3600_000)), survey_id=f"s{k % 4}",
             kind=(kind := draw(st.sampled_from(["csat", "nps", "ces"]))),
@@ -177,7 +199,7 @@ def traffic(draw):  # type: ignore[no-untyped-def]
     raw=traffic(),
     partitions=st.integers(1, 3),
     sizes=st.lists(st.integers(1, 9), max_size=40),
-    now_offset=st.integers(-600_000, 5 * 3600_000),
+    now_offset=st.one_of(st.integers(-600_000, 5 * 3600_000), st.sampled_from([3600_000, 3 * 3600_000, 5 * 3600_000])),
     seed=st.integers(0, 1000),
 )
 def test_streaming_core_equals_oracle(raw, partitions, sizes, now_offset, seed):  # type: ignore[no-untyped-def]

@@ -1,0 +1,234 @@
+"""The definition of every ticket metric, as a pure function of one ticket's events.
+
+Both the streaming core and the oracle call ``ticket_facts``: the ticket rules
+(SLA clocks on business hours with pauses and queue moves, first response,
+resolution, FCR, open/backlog/breach gauges) live here once and are tested
+table by table in ``tests/unit/test_tickets.py``; the oracle comparison then
+proves the streaming machinery (dedup, lateness, eviction, deltas, the store
+and the reader) around them.
+
+Time-driven facts are *members* scored by the instant they happen, so they are
+right at whatever moment a reader asks, with no event: a first-response clock
+that runs out unanswered, a resolution clock that runs out unsolved, an FCR
+window that closes without a reopen (windowed counts), and an open ticket
+crossing into backlog, breach or "due soon" (gauges).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from agents.business_hours import OPEN_PAUSE_END, business_ms, deadline
+from agents.config import MetricsConfig
+
+# (ts_ms, event_id, kind, a, b, c): created(queue, channel, priority) | reply(author, "1"/"0" public) |
+# status(status) | assign(queue or "") | escalate | reopen
+TicketEvent = tuple[int, str, str, str, str, str]
+
+SOLVED = ("solved", "closed")
+
+# Windowed counters.
+TICKETS_SOLVED = "tickets_solved"
+TICKETS_REOPENED = "tickets_reopened"
+TICKETS_ESCALATED = "tickets_escalated"
+FRT_COUNT, FRT_MS, FRT_MET, FRT_MISSED = "frt_count", "frt_ms", "frt_met", "frt_missed"
+RES_COUNT, RES_MS, RES_MET, RES_MISSED = "res_count", "res_ms", "res_met", "res_missed"
+FCR_YES, FCR_NO = "fcr_yes", "fcr_no"
+# Gauges of open tickets.
+TICKETS_OPEN = "tickets_open"
+# Members: windowed (counted like a counter at their score) and gauges (counted once their score <= now).
+Z_FRT_MISSED = "ztf"  # an unanswered ticket's first-response clock runs out
+Z_RES_MISSED = "ztr"  # an unsolved ticket's resolution clock runs out
+Z_FCR_YES = "ztc"  # a solved ticket's FCR window closes without a reopen
+WINDOWED_MEMBERS = {Z_FRT_MISSED: FRT_MISSED, Z_RES_MISSED: RES_MISSED, Z_FCR_YES: FCR_YES}
+Z_BACKLOG = "ztb"  # an open ticket crosses backlog_age
+Z_BREACH = "zts"  # an open ticket's running clock runs out
+Z_SOON = "ztd"  # an open ticket's running clock reaches 80% of its target
+GAUGE_MEMBERS = (Z_BACKLOG, Z_BREACH, Z_SOON)
+
+
+@dataclass
+class TicketFacts:
+    """What one ticket adds: counters (queue, ts, field, n), gauges (queue, field, n), members (kind, queue, score)."""
+
+    counters: list[tuple[str, int, str, int]] = field(default_factory=list)
+    gauges: list[tuple[str, str, int]] = field(default_factory=list)
+    members: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Timeline:
+    created: int
+    priority: str
+    segments: list[tuple[int, str]]  # (from, queue)
+    pauses: list[tuple[int, int]]
+    status: str
+    first_reply: Optional[int]
+    replies_before_solve: int
+    solves: list[int]
+    reopens: list[int]
+    first_escalation: Optional[int]
+
+    def queue_at(self, ts: int) -> str:
+        queue = self.segments[0][1]
+        for start, q in self.segments:
+            if start <= ts:
+                queue = q
+        return queue
+
+    @property
+    def queue(self) -> str:
+        return self.segments[-1][1]
+
+
+def _timeline(events: Sequence[TicketEvent], cfg: MetricsConfig) -> Optional[_Timeline]:
+    created = next((e for e in events if e[2] == "created"), None)
+    if created is None:
+        return None  # held until the creation arrives: queue and priority are unknown before
+    t0, _, _, q0, _channel, priority = created
+    tl = _Timeline(t0, priority, [(t0, q0)], [], "open", None, 0, [], [], None)
+    paused_since: Optional[int] = None
+    for ts, _eid, kind, a, b, _c in events:
+        new = tl.status
+        if kind == "assign" and a and a != tl.queue:
+            tl.segments.append((max(ts, t0), a))
+        elif kind == "status":
+            new = a
+        elif kind == "reopen":
+            new = "open"
+            tl.reopens.append(ts)
+        elif kind == "reply" and a == "agent" and b == "1":
+            if tl.first_reply is None:
+                tl.first_reply = ts
+            if not tl.solves:
+                tl.replies_before_solve += 1
+        elif kind == "escalate" and tl.first_escalation is None:
+            tl.first_escalation = ts
+        if new != tl.status:
+            if new in SOLVED and tl.status not in SOLVED:
+                tl.solves.append(ts)
+            pausing = cfg.queue(tl.queue_at(ts)).pause_statuses
+            if new in pausing and paused_since is None:
+                paused_since = ts
+            elif new not in pausing and paused_since is not None:
+                tl.pauses.append((paused_since, ts))
+                paused_since = None
+            tl.status = new
+    if paused_since is not None:
+        tl.pauses.append((paused_since, OPEN_PAUSE_END))
+    return tl
+
+
+def _runout(tl: _Timeline, cfg: MetricsConfig, target_of: Callable[[str], int]) -> Optional[int]:
+    """When the clock from creation reaches its target, each queue segment on its own calendar and target."""
+    elapsed = 0
+    for i, (start, queue) in enumerate(tl.segments):
+        seg_start = max(start, tl.created)
+        seg_end = tl.segments[i + 1][0] if i + 1 < len(tl.segments) else None
+        if seg_end is not None and seg_end <= seg_start:
+            continue
+        q = cfg.queue(queue)
+        remaining = target_of(queue) - elapsed
+        if remaining <= 0:
+            return seg_start  # the new queue's target was already used up when the ticket moved there
+        d = deadline(q.calendar, seg_start, remaining, tl.pauses)
+        if d is not None and (seg_end is None or d <= seg_end):
+            return d
+        if seg_end is None:
+            return None
+        elapsed += business_ms(q.calendar, seg_start, seg_end, tl.pauses)
+    return None
+
+
+def _clock(tl: _Timeline, cfg: MetricsConfig, until: int) -> int:
+    """SLA-clock time from creation to ``until``."""
+    total = 0
+    for i, (start, queue) in enumerate(tl.segments):
+        seg_start = max(start, tl.created)
+        seg_end = min(tl.segments[i + 1][0], until) if i + 1 < len(tl.segments) else until
+        if seg_end > seg_start:
+            total += business_ms(cfg.queue(queue).calendar, seg_start, seg_end, tl.pauses)
+    return total
+
+
+def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool = False) -> TicketFacts:
+    """Every metric one ticket contributes; ``final``: its FCR window has closed, so pending facts become counters."""
+    out = TicketFacts()
+    tl = _timeline(sorted(events), cfg)
+    if tl is None:
+        return out
+    c, m = out.counters, out.members
+    for ts in tl.solves:
+        c.append((tl.queue_at(ts), ts, TICKETS_SOLVED, 1))
+    for ts in tl.reopens:
+        c.append((tl.queue_at(ts), ts, TICKETS_REOPENED, 1))
+    if tl.first_escalation is not None:
+        c.append((tl.queue_at(tl.first_escalation), tl.first_escalation, TICKETS_ESCALATED, 1))
+
+    first_solve = tl.solves[0] if tl.solves else None
+    frt_run = _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[0])
+    res_run = _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[1])
+
+    reply = tl.first_reply if tl.first_reply is not None and (first_solve is None or tl.first_reply <= first_solve) else None
+    if reply is not None:
+        q = tl.queue_at(reply)
+        c += [(q, reply, FRT_COUNT, 1), (q, reply, FRT_MS, _clock(tl, cfg, reply))]
+        if frt_run is None or reply <= frt_run:
+            c.append((q, reply, FRT_MET, 1))
+        else:
+            c.append((tl.queue_at(frt_run), frt_run, FRT_MISSED, 1))
+    elif frt_run is not None and (first_solve is None or frt_run < first_solve):
+        if first_solve is not None or final:
+            c.append((tl.queue_at(frt_run), frt_run, FRT_MISSED, 1))
+        else:
+            m.append((Z_FRT_MISSED, tl.queue_at(frt_run), frt_run))
+
+    if first_solve is not None:
+        q = tl.queue_at(first_solve)
+        c += [(q, first_solve, RES_COUNT, 1), (q, first_solve, RES_MS, _clock(tl, cfg, first_solve))]
+        if res_run is None or first_solve <= res_run:
+            c.append((q, first_solve, RES_MET, 1))
+        else:
+            c.append((tl.queue_at(res_run), res_run, RES_MISSED, 1))
+        window = cfg.fcr_window_seconds * 1000
+        reopen = next((r for r in tl.reopens if first_solve < r <= first_solve + window), None)
+        if tl.replies_before_solve > 1:
+            c.append((q, first_solve, FCR_NO, 1))
+        elif reopen is not None:
+            c.append((tl.queue_at(reopen), reopen, FCR_NO, 1))
+        elif final:
+            c.append((q, first_solve + window, FCR_YES, 1))
+        else:
+            m.append((Z_FCR_YES, q, first_solve + window))
+    elif res_run is not None:
+        m.append((Z_RES_MISSED, tl.queue_at(res_run), res_run))
+
+    if tl.status not in SOLVED:
+        q, qc = tl.queue, cfg.queue(tl.queue)
+        out.gauges += [(q, TICKETS_OPEN, 1), (q, f"{TICKETS_OPEN}:status:{tl.status}", 1),
+                       (q, f"{TICKETS_OPEN}:priority:{tl.priority}", 1)]
+        backlog = deadline(qc.calendar, tl.created, qc.backlog_age_ms)
+        if backlog is not None:
+            m.append((Z_BACKLOG, q, backlog))
+        running = []
+        if reply is None:
+            running.append(lambda queue: cfg.queue(queue).sla_targets(tl.priority)[0])
+        if first_solve is None:
+            running.append(lambda queue: cfg.queue(queue).sla_targets(tl.priority)[1])
+        breach = [t for t in (_runout(tl, cfg, f) for f in running) if t is not None]
+        soon = [t for t in (_runout(tl, cfg, lambda queue, f=f: f(queue) * 4 // 5) for f in running) if t is not None]
+        if breach:
+            m.append((Z_BREACH, q, min(breach)))
+        if soon:
+            m.append((Z_SOON, q, min(soon)))
+    return out
+
+
+def ticket_due(events: Sequence[TicketEvent], cfg: MetricsConfig) -> Optional[int]:
+    """When a solved or closed ticket may leave memory (None while open): after the lateness and its FCR window."""
+    tl = _timeline(sorted(events), cfg)
+    if tl is None or tl.status not in SOLVED:
+        return None
+    last = max(e[0] for e in events)
+    return max(last + cfg.lateness_ms, tl.solves[0] + cfg.fcr_window_seconds * 1000 if tl.solves else last)
