@@ -262,16 +262,24 @@ def _simulate_live(cfg: object, t0: float, duration: Optional[float], speed: flo
 def metrics(
     queue: Optional[List[str]] = typer.Option(None, "--queue", help="Only this queue (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the snapshot JSON (same as GET /api/snapshot)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Evaluate at this instant (epoch seconds or RFC 3339) "
+                                     "instead of now: what the windows and time-driven gauges show then."),
 ) -> None:
     """Print the current snapshot from Redis."""
     from ccmon.store import Store
+    from ccmon.web import parse_instant
 
     settings = _settings()
+    try:
+        at_ms = parse_instant(at) if at else None
+    except ValueError as exc:
+        _fail(str(exc))
+        return
     store = Store(_endpoint(settings, "redis_url"), settings.metrics_config())
 
     async def read() -> dict:
         try:
-            return await store.snapshot(only=queue or None)
+            return await store.snapshot(now_ms=at_ms, only=queue or None)
         finally:
             await store.close()
 

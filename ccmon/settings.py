@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agents.business_hours import parse_calendar
 from agents.config import FILTER_OPS, CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
 from agents.core import BUILTIN_COUNTERS
 from ccmon.errors import ConfigError
@@ -32,10 +33,28 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * _UNIT[m.group(2)]
 
 
+class SlaTargetModel(BaseModel):
+    """SLA targets of one priority: ``{first_response: 1h, resolution: 4h}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    first_response: str
+    resolution: str
+
+    @field_validator("first_response", "resolution")
+    @classmethod
+    def _d(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
 class QueueModel(BaseModel):
     """One queue's settings in the YAML; every field is optional and falls back to ``defaults``."""
 
     model_config = ConfigDict(extra="forbid")
+    ticket_sla: Optional[dict[Literal["urgent", "high", "normal", "low"], SlaTargetModel]] = None
+    business_hours: Optional[dict[str, Any]] = None
+    pause_statuses: Optional[list[Literal["open", "pending", "on_hold", "solved", "closed"]]] = None
+    backlog_age: Optional[str] = None
     sl_threshold_seconds: Optional[float] = Field(default=None, gt=0)
     short_abandon_seconds: Optional[float] = Field(default=None, ge=0)
     timezone: Optional[str] = None
@@ -61,9 +80,37 @@ class QueueModel(BaseModel):
             raise ValueError(f"daily_reset {v!r} must be HH:MM, e.g. 00:00 or 06:30")
         return v
 
+    @field_validator("backlog_age")
+    @classmethod
+    def _age(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("business_hours")
+    @classmethod
+    def _hours(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if v:  # {} means 24/7, overriding a calendar in `defaults`
+            parse_calendar(v)  # raises ValueError naming the bad entry
+        return v
+
     def over(self, base: QueueConfig) -> QueueConfig:
         """This queue's settings layered over ``base``."""
-        return dataclasses.replace(base, **{k: v for k, v in self.model_dump().items() if v is not None})
+        plain = {"sl_threshold_seconds", "short_abandon_seconds", "timezone", "daily_reset", "sl_target",
+                 "sl_formula", "asa_target_seconds"}
+        given: dict[str, Any] = {k: v for k, v in self.model_dump().items() if v is not None and k in plain}
+        if self.ticket_sla is not None:
+            sla = {p: (frt, res) for p, frt, res in base.ticket_sla}
+            for p, t in self.ticket_sla.items():
+                sla[p] = (parse_duration(t.first_response) * 1000, parse_duration(t.resolution) * 1000)
+            given["ticket_sla"] = tuple((p, frt, res) for p, (frt, res) in sla.items())
+        if self.business_hours is not None:
+            given["calendar"] = parse_calendar(self.business_hours) if self.business_hours else None
+        if self.pause_statuses is not None:
+            given["pause_statuses"] = tuple(self.pause_statuses)
+        if self.backlog_age is not None:
+            given["backlog_age_ms"] = parse_duration(self.backlog_age) * 1000
+        return dataclasses.replace(base, **given)
 
 
 class CounterModel(BaseModel):
@@ -120,6 +167,7 @@ class FileModel(BaseModel):
     windows: list[str] = ["15m", "30m", "1h"]
     day_retention_days: int = Field(default=35, ge=1)
     lateness: str = "10m"
+    fcr_window: str = "7d"
     call_max_age: str = "4h"
     agent_idle_eviction: str = "24h"
     defaults: QueueModel = QueueModel()
@@ -135,7 +183,7 @@ class FileModel(BaseModel):
             parse_duration(w)
         return v
 
-    @field_validator("lateness", "call_max_age", "agent_idle_eviction")
+    @field_validator("lateness", "call_max_age", "agent_idle_eviction", "fcr_window")
     @classmethod
     def _duration(cls, v: str) -> str:
         parse_duration(v)
@@ -215,6 +263,7 @@ def load_metrics_config(path: Optional[Path]) -> MetricsConfig:
         lateness_seconds=parse_duration(model.lateness),
         call_max_age_seconds=parse_duration(model.call_max_age),
         agent_idle_eviction_seconds=parse_duration(model.agent_idle_eviction),
+        fcr_window_seconds=parse_duration(model.fcr_window),
         custom_counters=counters,
         custom_ratios=ratios,
     )

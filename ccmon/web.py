@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -11,6 +12,21 @@ from aiohttp import web
 from ccmon.errors import StoreUnavailable
 from ccmon.exposition import render
 from ccmon.store import Store
+
+
+def parse_instant(text: str) -> int:
+    """Epoch seconds or RFC 3339 with an offset, as epoch milliseconds."""
+    try:
+        return round(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a time; give epoch seconds or RFC 3339 like 2026-11-23T10:00:00Z") from None
+    if when.tzinfo is None:
+        raise ValueError(f"{text!r} has no offset; add Z or +01:00")
+    return round(when.timestamp() * 1000)
 
 
 def register_web(app: faust.App, store: Store) -> None:
@@ -23,11 +39,15 @@ def register_web(app: faust.App, store: Store) -> None:
 
     @app.page("/api/snapshot")
     async def snapshot(view: Any, request: Any) -> Any:
-        """The snapshot JSON; ``?queue=a,b`` filters queues."""
+        """The snapshot JSON; ``?queue=a,b`` filters queues, ``?at=`` evaluates at another instant."""
         wanted = request.query.get("queue") or request.query.get("queues")
         only = [q for q in wanted.split(",") if q] if wanted else None
         try:
-            return view.json(await store.snapshot(only=only))
+            at = parse_instant(request.query["at"]) if request.query.get("at") else None
+        except ValueError as exc:
+            return view.json({"error": str(exc)}, status=400)
+        try:
+            return view.json(await store.snapshot(now_ms=at, only=only))
         except StoreUnavailable as exc:
             return view.json({"error": str(exc)}, status=503)
 
