@@ -305,6 +305,9 @@ _ROWS = (
     ("timed_out", "n"), ("blocked", "n"), ("handled", "n"), ("service_level", "%"), ("abandon_rate", "%"),
     ("blocking_rate", "%"), ("asa_seconds", "s"), ("max_wait_seconds", "s"), ("aht_seconds", "s"),
     ("avg_talk_seconds", "s"), ("avg_hold_seconds", "s"), ("avg_acw_seconds", "s"),
+    ("tickets_created", "n"), ("tickets_solved", "n"), ("first_response_seconds_avg", "s"), ("frt_sla", "%"),
+    ("resolution_seconds_avg", "s"), ("resolution_sla", "%"), ("reopen_rate", "%"), ("escalation_rate", "%"),
+    ("fcr_rate", "%"), ("csat", "%"), ("nps", "f"), ("ces_avg", "f"),
 )
 
 
@@ -315,6 +318,8 @@ def _cell(value: object, kind: str) -> str:
         return f"{value:.1%}"
     if kind == "s":
         return f"{value:.1f}s"
+    if kind == "f":
+        return f"{value:.1f}"
     return str(value)
 
 
@@ -327,6 +332,8 @@ def _queue_table(name: str, view: dict) -> Table:
         f"[bold]{name}[/]  waiting {now['calls_waiting']} (longest {longest})  agents: "
         f"{now['agents_available']} available, {now['agents_on_call']} on call, {now['agents_wrap_up']} wrap-up, "
         f"{now['agents_away']} away  forecast SL {predicted}, {_cell(now['agents_required'], 'n')} agents required"
+        f"  tickets: {now['tickets_open']} open, {now['backlog']} backlog, {now['sla_breached_open']} breached, "
+        f"{now['sla_due_soon']} due soon"
     )
     windows = [w for w in view if w != "now"]
     table = Table(title=title, title_justify="left")
@@ -337,6 +344,10 @@ def _queue_table(name: str, view: dict) -> Table:
         table.add_row(metric, *[_cell(view[w][metric], kind) for w in windows])
     occupancy = [now.get(f"occupancy_{w}") for w in windows]
     table.add_row("occupancy", *[_cell(v, "%") for v in occupancy])
+    for name in view[windows[0]]["custom"] if windows else ():
+        values = [view[w]["custom"][name] for w in windows]
+        kind = "n" if all(isinstance(v, int) or v is None for v in values) else "%"
+        table.add_row(name, *[_cell(v, kind) for v in values])
     return table
 
 

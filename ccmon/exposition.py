@@ -27,6 +27,14 @@ WINDOW_VALUES = {
     "avg_talk_seconds": ("ccmon_avg_talk_seconds", "Mean talk time of handled calls."),
     "avg_hold_seconds": ("ccmon_avg_hold_seconds", "Mean hold time of handled calls."),
     "avg_acw_seconds": ("ccmon_avg_acw_seconds", "Mean after-call work per completed wrap-up."),
+    "first_response_seconds_avg": ("ccmon_first_response_seconds_avg", "Mean SLA-clock time to the first public "
+                                   "agent reply."),
+    "resolution_seconds_avg": ("ccmon_resolution_seconds_avg", "Mean SLA-clock time to the first solve."),
+    "frt_sla": ("ccmon_frt_sla_ratio", "First responses within target / all that were due."),
+    "resolution_sla": ("ccmon_resolution_sla_ratio", "Resolutions within target / all that were due."),
+    "reopen_rate": ("ccmon_reopen_ratio", "Reopened / solved tickets."),
+    "escalation_rate": ("ccmon_escalation_ratio", "Escalated / created tickets."),
+    "fcr_rate": ("ccmon_fcr_ratio", "Solved tickets resolved on first contact."),
 }
 NOW_VALUES = {
     "calls_waiting": ("ccmon_calls_waiting", "Calls offered and not yet out of the queue."),
@@ -38,6 +46,10 @@ NOW_VALUES = {
     "agents_required": ("ccmon_agents_required", "Fewest agents that meet the SL target (Erlang C)."),
     "sl_target": ("ccmon_service_level_target_ratio", "The queue's configured service-level target."),
     "asa_target_seconds": ("ccmon_asa_target_seconds", "The queue's configured ASA target."),
+    "tickets_open": ("ccmon_tickets_open", "Tickets not solved or closed."),
+    "backlog": ("ccmon_tickets_backlog", "Open tickets older than backlog_age."),
+    "sla_breached_open": ("ccmon_tickets_sla_breached", "Open tickets with an SLA clock run out."),
+    "sla_due_soon": ("ccmon_tickets_sla_due_soon", "Open tickets past 80% of a running SLA clock."),
 }
 AGENT_STATES = ("available", "on_call", "wrap_up", "away", "staffed")
 
@@ -81,6 +93,8 @@ class SnapshotCollector:
                         fam.add_metric([queue, window], float(w[key]))  # type: ignore[arg-type]
         tickets = GaugeMetricFamily("ccmon_window_tickets_created", "Tickets created in the window.",
                                     labels=["queue", "window"])
+        ticket_kinds = GaugeMetricFamily("ccmon_window_tickets", "Tickets solved, reopened and escalated in the "
+                                         "window.", labels=["queue", "window", "kind"])
         responses = GaugeMetricFamily("ccmon_window_survey_responses", "Survey responses in the window, by kind.",
                                       labels=["queue", "window", "kind"])
         survey = {
@@ -109,6 +123,8 @@ class SnapshotCollector:
                     continue
                 if queue:
                     tickets.add_metric([queue, window], float(w["tickets_created"]))  # type: ignore[arg-type]
+                    for kind in ("solved", "reopened", "escalated"):
+                        ticket_kinds.add_metric([queue, window, kind], float(w["tickets_" + kind]))  # type: ignore[arg-type]
                     for kind, n in w["survey_responses"].items():  # type: ignore[union-attr]
                         responses.add_metric([queue, window, kind], float(n))
                     for key, fam in survey.items():
@@ -128,7 +144,7 @@ class SnapshotCollector:
         for name, value in self.snapshot.get("kpis", {}).items():  # type: ignore[union-attr]
             kpi.add_metric([name, ""], float(value))
         yield calls
-        yield from (tickets, responses, *survey.values(), *agent_survey.values(), custom_count, custom_ratio, kpi)
+        yield from (tickets, ticket_kinds, responses, *survey.values(), *agent_survey.values(), custom_count, custom_ratio, kpi)
         yield from values.values()
         yield from now.values()
         yield agents

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.config import MetricsConfig
+from agents.config import CustomCounter, CustomRatio, MetricsConfig
 from agents.oracle import compute
 from ccmon.cli import app
 from ccmon.exposition import SnapshotCollector
@@ -39,8 +39,18 @@ def test_every_prometheus_metric_is_in_the_readme() -> None:
         {"event_id": "1", "type": "call.offered", "ts": 1795400000, "call_id": "c", "queue": "q"},
         {"event_id": "2", "type": "call.answered", "ts": 1795400010, "call_id": "c", "queue": "q", "agent_id": "a"},
         {"event_id": "3", "type": "agent.state", "ts": 1795400000, "agent_id": "a", "state": "on_call", "queues": ["q"]},
+        {"event_id": "4", "type": "ticket.created", "ts": 1795400000, "ticket_id": "t", "queue": "q", "channel": "web"},
+        {"event_id": "5", "type": "ticket.replied", "ts": 1795400001, "ticket_id": "t", "author": "agent"},
+        {"event_id": "6", "type": "ticket.status_changed", "ts": 1795400002, "ticket_id": "t", "status": "solved"},
+        {"event_id": "7", "type": "ticket.created", "ts": 1795400000, "ticket_id": "u", "queue": "q", "channel": "web"},
+        {"event_id": "8", "type": "ticket.escalated", "ts": 1795400003, "ticket_id": "u"},
+        {"event_id": "9", "type": "survey.response", "ts": 1795400000, "survey_id": "s", "kind": "csat", "score": 5,
+         "queue": "q", "agent_id": "a"},
+        {"event_id": "10", "type": "kpi.sample", "ts": 1795400000, "name": "churn", "value": 0.1, "queue": "q"},
     )]
-    snapshot = compute(events, MetricsConfig(), 1795400060_000)
+    cfg = MetricsConfig(custom_counters=(CustomCounter("webs", "ticket.created"),),
+                        custom_ratios=(CustomRatio("web_share", "webs", "tickets_created"),))
+    snapshot = compute(events, cfg, 1795400060_000 + 8 * 86400_000)
     status = {"stats": {"applied:calls": 1, "duplicates:calls": 1, "rejected:invalid_json": 1, "last_commit_ms": 1},
               "lag": {"cc.calls:0": 0}}
     for family in SnapshotCollector(snapshot, status).collect():
