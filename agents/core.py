@@ -147,6 +147,20 @@ class Deltas:
                     self.zadd[wk][member] = score
 
 
+class BaseCore:
+    """Defaults shared by the domain cores: keyed by the event's entity id, nothing to compact."""
+
+    @staticmethod
+    def key(ev: Event) -> str:
+        """The entity id (``call_id``, ``agent_id``...)."""
+        return ev.entity_id
+
+    @staticmethod
+    def compact(state: object, horizon_ms: int) -> object:
+        """Most entities keep their whole (short) history."""
+        return state
+
+
 # --------------------------------------------------------------- calls: state
 
 Mark = tuple[int, str]  # (ts_ms, event_id) of the event that recorded a step
@@ -219,16 +233,11 @@ def leg_finished(state: CallState, queue: str, leg: Leg) -> bool:
     return leg.offered is not None and outcome(leg) is None and transferred(state, queue, leg)
 
 
-class CallsCore:
+class CallsCore(BaseCore):
     """The call domain: one state per ``call_id``."""
 
     name = "calls"
     state_type = CallState
-
-    @staticmethod
-    def key(ev: Event) -> str:
-        """The entity id."""
-        return ev.call_id  # type: ignore[attr-defined, no-any-return]
 
     @staticmethod
     def apply(state: Optional[CallState], ev: Event, cfg: MetricsConfig) -> tuple[Optional[CallState], str, str]:
@@ -320,10 +329,6 @@ class CallsCore:
             return state.last_ms + cfg.lateness_ms, True
         return state.first_ms + cfg.call_max_age_seconds * 1000, False
 
-    @staticmethod
-    def compact(state: CallState, horizon_ms: int) -> CallState:
-        """Calls keep every step; nothing to compact."""
-        return state
 
 
 def state_key_of(leg: Leg) -> str:
@@ -354,16 +359,11 @@ def _split_ms(start: int, end: int, width_s: int) -> Iterable[tuple[int, int]]:
         t = min(edge, end)
 
 
-class AgentsCore:
+class AgentsCore(BaseCore):
     """The agent domain: one state per ``agent_id``; gauges per queue from the latest state."""
 
     name = "agents"
     state_type = AgentStateRecord
-
-    @staticmethod
-    def key(ev: Event) -> str:
-        """The entity id."""
-        return ev.agent_id  # type: ignore[attr-defined, no-any-return]
 
     @staticmethod
     def apply(
@@ -443,16 +443,11 @@ class SurveyRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     agent_id: Optional[str] = None
 
 
-class SurveysCore:
+class SurveysCore(BaseCore):
     """The survey domain: one response per ``survey_id``."""
 
     name = "surveys"
     state_type = SurveyRecord
-
-    @staticmethod
-    def key(ev: Event) -> str:
-        """The entity id."""
-        return ev.survey_id  # type: ignore[attr-defined, no-any-return]
 
     @staticmethod
     def apply(state: Optional[SurveyRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[SurveyRecord], str, str]:
@@ -480,10 +475,6 @@ class SurveysCore:
         """A survey is final at once; it stays only for dedup within the lateness."""
         return state.ts_ms + cfg.lateness_ms, True
 
-    @staticmethod
-    def compact(state: SurveyRecord, horizon_ms: int) -> SurveyRecord:
-        """Nothing to compact."""
-        return state
 
 
 def survey_fields(kind: str, score: int) -> dict[str, int]:
@@ -528,16 +519,11 @@ def ticket_event_tuple(ev: Event) -> TicketEventTuple:
     return (ts, eid, "reopen", "", "", "")
 
 
-class TicketsCore:
+class TicketsCore(BaseCore):
     """The ticket domain: creations, SLA clocks, FCR and open-ticket gauges (``agents/tickets.py``)."""
 
     name = "tickets"
     state_type = TicketRecord
-
-    @staticmethod
-    def key(ev: Event) -> str:
-        """The entity id."""
-        return ev.ticket_id  # type: ignore[attr-defined, no-any-return]
 
     @staticmethod
     def apply(state: Optional[TicketRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[TicketRecord], str, str]:
@@ -574,10 +560,6 @@ class TicketsCore:
         """A solved or closed ticket leaves after the lateness and its FCR window; open ones stay."""
         return ticket_due(state.events, cfg), True
 
-    @staticmethod
-    def compact(state: TicketRecord, horizon_ms: int) -> TicketRecord:
-        """A ticket keeps its whole (short) history: its clocks need every pause."""
-        return state
 
 
 # ----------------------------------------------------------------- KPIs: state
@@ -590,16 +572,11 @@ class KpiRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     latest: dict[str, tuple[int, str, int]] = {}
 
 
-class KpisCore:
+class KpisCore(BaseCore):
     """The KPI domain: a plain gauge per name (and queue), the latest sample by event time."""
 
     name = "kpis"
     state_type = KpiRecord
-
-    @staticmethod
-    def key(ev: Event) -> str:
-        """The entity id."""
-        return ev.name  # type: ignore[attr-defined, no-any-return]
 
     @staticmethod
     def apply(state: Optional[KpiRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[KpiRecord], str, str]:
@@ -628,10 +605,6 @@ class KpisCore:
         """KPIs stay: one record per name."""
         return None, True
 
-    @staticmethod
-    def compact(state: KpiRecord, horizon_ms: int) -> KpiRecord:
-        """Nothing to compact."""
-        return state
 
 
 # ------------------------------------------------------------ batch: generic
