@@ -496,11 +496,10 @@ def survey_fields(kind: str, score: int) -> dict[str, int]:
 
 
 class TicketRecord(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A ticket's events (sorted by time) and the ids seen."""
+    """A ticket's events, sorted by time (their ids double as the dedup set)."""
 
     ticket_id: str = ""
     events: tuple[TicketEventTuple, ...] = ()
-    seen: tuple[str, ...] = ()
 
 
 def ticket_event_tuple(ev: Event) -> TicketEventTuple:
@@ -529,12 +528,12 @@ class TicketsCore(BaseCore):
     def apply(state: Optional[TicketRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[TicketRecord], str, str]:
         """Insert the event in time order; a second ``ticket.created`` with another id is an invalid transition."""
         state = state or TicketRecord(ticket_id=ev.ticket_id)  # type: ignore[attr-defined]
-        if ev.event_id in state.seen:
+        if any(e[1] == ev.event_id for e in state.events):
             return None, "duplicate", ""
         if isinstance(ev, TicketCreated) and any(e[2] == "created" for e in state.events):
             return None, "invalid_transition", f"ticket {ev.ticket_id} was already created"
         events = tuple(sorted(state.events + (ticket_event_tuple(ev),)))
-        return TicketRecord(state.ticket_id, events, state.seen + (ev.event_id,)), "", ""
+        return TicketRecord(state.ticket_id, events), "", ""
 
     @staticmethod
     def contributions(state: TicketRecord, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:

@@ -51,7 +51,8 @@ def main() -> None:
     pending: dict[tuple[str, int], list[Event]] = defaultdict(list)
     n = 0
     started = time.monotonic()
-    print(f"{'events':>10} {'rss MiB':>8} {'calls':>8} {'agents':>7} {'bytes/call':>10} {'bytes/agent':>11} {'ev/s':>8}")
+    print(f"{'events':>10} {'rss MiB':>8} {'calls':>8} {'agents':>7} {'tickets':>8} {'bytes/call':>10} "
+          f"{'bytes/agent':>11} {'bytes/ticket':>12} {'ev/s':>8}")
 
     def flush(key: tuple[str, int]) -> None:
         apply_batch(CORES[key[0]], parts[key], pending[key], cfg, BatchResult())
@@ -73,9 +74,11 @@ def main() -> None:
             agents = [s for (d, _), p in parts.items() if d == "agents" for s in p.states.values()]
             per_call = sum(len(encode_state(s)) for s in calls) / max(1, len(calls))
             per_agent = sum(len(encode_state(s)) for s in agents) / max(1, len(agents))
+            tickets = [s for (d, _), p in parts.items() if d == "tickets" for s in p.states.values()]
+            per_ticket = sum(len(encode_state(s)) for s in tickets) / max(1, len(tickets))
             rate = n / (time.monotonic() - started)
-            print(f"{n:>10} {rss_mb():>8.1f} {len(calls):>8} {len(agents):>7} {per_call:>10.0f} {per_agent:>11.0f} "
-                  f"{rate:>8.0f}", flush=True)
+            print(f"{n:>10} {rss_mb():>8.1f} {len(calls):>8} {len(agents):>7} {len(tickets):>8} {per_call:>10.0f} "
+                  f"{per_agent:>11.0f} {per_ticket:>12.0f} {rate:>8.0f}", flush=True)
 
 
 if __name__ == "__main__":
