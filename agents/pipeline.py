@@ -63,7 +63,7 @@ class Pipeline:
         self.send_dead_letters = send_dead_letters
         self.highwater = highwater
         self.topic_prefix = topic_prefix
-        self.core = CORES.get(domain)  # None: metrics for this domain come in a later issue
+        self.core = CORES[domain]
         self.loaded: dict[int, _Partition] = {}
         self.outage_since: Optional[float] = None
 
@@ -114,10 +114,8 @@ class Pipeline:
                 )
                 await self.store.reset_partition(tp, offset)
                 offset, raw, stream_ms = -1, {}, None
-            work = PartitionState(stream_ms=stream_ms)
-            if self.core is not None:
-                work.states = {k: decode_state(self.domain, v) for k, v in raw.items()}
-                work.index(self.core, self.cfg)
+            work = PartitionState(states={k: decode_state(self.domain, v) for k, v in raw.items()}, stream_ms=stream_ms)
+            work.index(self.core, self.cfg)
             part = self.loaded[partition] = _Partition(offset, work)
         return part
 
@@ -171,23 +169,20 @@ class Pipeline:
                 continue
             tp = (self.topic, p)
             commit.offsets[tp] = (part.offset, newest)
-            if self.core is None:
-                stats["applied"] += len(events)
-            else:
-                res: BatchResult = apply_batch(self.core, part.work, events, self.cfg, BatchResult(deltas=commit.deltas))
-                for i, reason, detail in res.rejected:
-                    m, idx, batch = origins[i]
-                    raw = split_message(m.value)[idx] if m.value is not None else b""  # type: ignore[arg-type]
-                    self._reject(dead, stats, m, raw, reason, detail, idx if batch else None)
-                stats["applied"] += res.applied
-                stats["duplicates"] += res.duplicates
-                stats["expired"] += res.expired
-                stats["evicted"] += res.evicted
-                commit.queues |= res.queues
-                if res.changed:
-                    commit.states[tp] = {k: None if v is None else encode_state(v) for k, v in res.changed.items()}
-                if part.work.stream_ms is not None:
-                    commit.stream_ms[tp] = part.work.stream_ms
+            res: BatchResult = apply_batch(self.core, part.work, events, self.cfg, BatchResult(deltas=commit.deltas))
+            for i, reason, detail in res.rejected:
+                m, idx, batch = origins[i]
+                raw = split_message(m.value)[idx] if m.value is not None else b""  # type: ignore[arg-type]
+                self._reject(dead, stats, m, raw, reason, detail, idx if batch else None)
+            stats["applied"] += res.applied
+            stats["duplicates"] += res.duplicates
+            stats["expired"] += res.expired
+            stats["evicted"] += res.evicted
+            commit.queues |= res.queues
+            if res.changed:
+                commit.states[tp] = {k: None if v is None else encode_state(v) for k, v in res.changed.items()}
+            if part.work.stream_ms is not None:
+                commit.stream_ms[tp] = part.work.stream_ms
             hw = self.highwater(p)
             if hw is not None:
                 commit.highwater[tp] = hw

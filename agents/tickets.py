@@ -152,6 +152,25 @@ def _clock(tl: _Timeline, cfg: MetricsConfig, until: int) -> int:
     return total
 
 
+def _score_clock(tl: _Timeline, cfg: MetricsConfig, done: Optional[int], run: Optional[int], stop: Optional[int],
+                 final: bool, names: tuple[str, str, str, str, str], out: TicketFacts) -> None:
+    """One SLA clock's facts: measured and met/missed when ``done``; else missed at the run-out (a member while
+    it may still change, unless the clock stopped at ``stop`` first)."""
+    count, ms, met, missed, pending = names
+    if done is not None:
+        q = tl.queue_at(done)
+        out.counters += [(q, done, count, 1), (q, done, ms, _clock(tl, cfg, done))]
+        if run is None or done <= run:
+            out.counters.append((q, done, met, 1))
+        else:
+            out.counters.append((tl.queue_at(run), run, missed, 1))
+    elif run is not None and (stop is None or run < stop):
+        if stop is not None or final:
+            out.counters.append((tl.queue_at(run), run, missed, 1))
+        else:
+            out.members.append((pending, tl.queue_at(run), run))
+
+
 def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool = False) -> TicketFacts:
     """Every metric one ticket contributes; ``final``: its FCR window has closed, so pending facts become counters."""
     out = TicketFacts()
@@ -171,26 +190,11 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
     res_run = _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[1])
 
     reply = tl.first_reply if tl.first_reply is not None and (first_solve is None or tl.first_reply <= first_solve) else None
-    if reply is not None:
-        q = tl.queue_at(reply)
-        c += [(q, reply, FRT_COUNT, 1), (q, reply, FRT_MS, _clock(tl, cfg, reply))]
-        if frt_run is None or reply <= frt_run:
-            c.append((q, reply, FRT_MET, 1))
-        else:
-            c.append((tl.queue_at(frt_run), frt_run, FRT_MISSED, 1))
-    elif frt_run is not None and (first_solve is None or frt_run < first_solve):
-        if first_solve is not None or final:
-            c.append((tl.queue_at(frt_run), frt_run, FRT_MISSED, 1))
-        else:
-            m.append((Z_FRT_MISSED, tl.queue_at(frt_run), frt_run))
+    _score_clock(tl, cfg, reply, frt_run, first_solve, final, (FRT_COUNT, FRT_MS, FRT_MET, FRT_MISSED, Z_FRT_MISSED), out)
+    _score_clock(tl, cfg, first_solve, res_run, None, final, (RES_COUNT, RES_MS, RES_MET, RES_MISSED, Z_RES_MISSED), out)
 
     if first_solve is not None:
         q = tl.queue_at(first_solve)
-        c += [(q, first_solve, RES_COUNT, 1), (q, first_solve, RES_MS, _clock(tl, cfg, first_solve))]
-        if res_run is None or first_solve <= res_run:
-            c.append((q, first_solve, RES_MET, 1))
-        else:
-            c.append((tl.queue_at(res_run), res_run, RES_MISSED, 1))
         window = cfg.fcr_window_seconds * 1000
         reopen = next((r for r in tl.reopens if first_solve < r <= first_solve + window), None)
         if tl.replies_before_solve > 1:
@@ -201,8 +205,6 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
             c.append((q, first_solve + window, FCR_YES, 1))
         else:
             m.append((Z_FCR_YES, q, first_solve + window))
-    elif res_run is not None:
-        m.append((Z_RES_MISSED, tl.queue_at(res_run), res_run))
 
     if tl.status not in SOLVED:
         q, qc = tl.queue, cfg.queue(tl.queue)
@@ -211,13 +213,10 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
         backlog = deadline(qc.calendar, tl.created, qc.backlog_age_ms)
         if backlog is not None:
             m.append((Z_BACKLOG, q, backlog))
-        running = []
-        if reply is None:
-            running.append(lambda queue: cfg.queue(queue).sla_targets(tl.priority)[0])
-        if first_solve is None:
-            running.append(lambda queue: cfg.queue(queue).sla_targets(tl.priority)[1])
-        breach = [t for t in (_runout(tl, cfg, f) for f in running) if t is not None]
-        soon = [t for t in (_runout(tl, cfg, lambda queue, f=f: f(queue) * 4 // 5) for f in running) if t is not None]
+        running = [i for i, done in ((0, reply), (1, first_solve)) if done is None]  # clocks still running
+        breach = [t for t in ((frt_run, res_run)[i] for i in running) if t is not None]
+        soon = [t for t in (_runout(tl, cfg, lambda queue, i=i: cfg.queue(queue).sla_targets(tl.priority)[i] * 4 // 5)
+                            for i in running) if t is not None]
         if breach:
             m.append((Z_BREACH, q, min(breach)))
         if soon:

@@ -50,6 +50,14 @@ class Fenced(Exception):
         self.tps = tps
 
 
+def redact_url(url: str) -> str:
+    """A Redis URL without its credentials, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
 def _tp_field(tp: TP) -> str:
     return f"{tp[0]}:{tp[1]}"
 
@@ -104,10 +112,7 @@ class Store:
     @property
     def redacted_url(self) -> str:
         """The URL without its password, for messages."""
-        if "@" in self.url:
-            scheme, rest = self.url.split("://", 1)
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return self.url
+        return redact_url(self.url)
 
     async def ping(self) -> None:
         """Fail with StoreUnavailable unless Redis answers."""

@@ -21,7 +21,7 @@ from rich.console import Console
 from ccmon.errors import CcmonError, ConfigError, ServiceStartError
 from ccmon.services import Embedded, python_cmd, spawn, start_embedded, stop
 from ccmon.settings import Settings, child_environment
-from ccmon.store import Store
+from ccmon.store import Store, redact_url
 
 MEAN_HANDLE_SECONDS = 180 + 30  # the simulator's default talk + wrap-up
 
@@ -101,7 +101,7 @@ class Supervisor:
         self.bootstrap = s.kafka_bootstrap or self.embedded.kafka_bootstrap  # type: ignore[union-attr]
         self.redis_url = s.redis_url or self.embedded.redis_url  # type: ignore[union-attr]
         self.say(f"  kafka  {self.bootstrap}{'  (embedded tansu, memory-only)' if need_broker else ''}")
-        self.say(f"  redis  {Store(self.redis_url, s.metrics_config()).redacted_url}{'  (embedded, AOF on)' if need_redis else ''}")
+        self.say(f"  redis  {redact_url(self.redis_url)}{'  (embedded, AOF on)' if need_redis else ''}")
         self.env = child_environment(kafka_bootstrap=self.bootstrap, redis_url=self.redis_url)
         self._endpoints().write_text(
             json.dumps({"kafka_bootstrap": self.bootstrap, "redis_url": self.redis_url, "http": self.http})

@@ -7,23 +7,13 @@ import logging
 import sys
 
 import faust
-from kafka import KafkaAdminClient
 
 from ccmon.errors import ConfigError
 from ccmon.settings import Settings
-from ccmon.store import Store
+from ccmon.store import Store, redact_url
 from streams.topics import ensure_topics
 
 log = logging.getLogger("ccmon.worker")
-
-
-def topic_partitions(settings: Settings, bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """The partition count of each topic, as the broker reports it."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ccmon-admin", request_timeout_ms=10_000)
-    try:
-        return {d["name"]: len(d["partitions"]) for d in admin.describe_topics(topics)}
-    finally:
-        admin.close()
 
 
 def build_worker(settings: Settings) -> faust.Worker:
@@ -39,15 +29,15 @@ def build_worker(settings: Settings) -> faust.Worker:
         )
     cfg = settings.metrics_config()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    topic_ids = ensure_topics(settings, settings.kafka_bootstrap)
-    partitions = topic_partitions(settings, settings.kafka_bootstrap, list(topic_ids))
+    topics = ensure_topics(settings, settings.kafka_bootstrap)
+    partitions = {topic: n for topic, (_tid, n) in topics.items()}
 
     async def reset_recreated() -> None:
         store = Store(settings.redis_url, cfg)  # type: ignore[arg-type]
         try:
             await store.ping()
-            for topic, tid in topic_ids.items():
-                if await store.reset_if_recreated(topic, tid, partitions[topic]):
+            for topic, (tid, n) in topics.items():
+                if await store.reset_if_recreated(topic, tid, n):
                     log.error(
                         "topic %s was recreated (new id %s; e.g. the memory-only broker restarted): "
                         "its stored offsets and entity states were reset; counters already in Redis are kept",
@@ -68,7 +58,7 @@ def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM."""
     worker = build_worker(settings)
     print(
-        f"ccmon worker: kafka {settings.kafka_bootstrap}, redis {Store(settings.redis_url, settings.metrics_config()).redacted_url}, "  # type: ignore[arg-type]
+        f"ccmon worker: kafka {settings.kafka_bootstrap}, redis {redact_url(settings.redis_url or '')}, "
         f"http://{settings.http_host}:{settings.http_port} (/api/snapshot, /metrics, /health)",
         file=sys.stderr,
         flush=True,

@@ -16,8 +16,8 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(d) for d in DOMAINS] + [settings.deadletter_topic]
 
 
-def ensure_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
-    """Create missing topics with ``settings.partitions`` partitions; return topic -> topic id."""
+def ensure_topics(settings: Settings, bootstrap: str) -> dict[str, tuple[str, int]]:
+    """Create missing topics with ``settings.partitions`` partitions; return topic -> (topic id, partitions)."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ccmon-admin", request_timeout_ms=10_000)
     except KafkaError as exc:
@@ -33,6 +33,8 @@ def ensure_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # another worker created it first
-        return {d["name"]: str(d.get("topic_id") or "") for d in admin.describe_topics(wanted)}
+        return {
+            d["name"]: (str(d.get("topic_id") or ""), len(d["partitions"])) for d in admin.describe_topics(wanted)
+        }
     finally:
         admin.close()
