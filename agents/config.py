@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -18,6 +19,26 @@ H_MS, D_MS = 3600_000, 86400_000
 DEFAULT_TICKET_SLA: tuple[tuple[str, int, int], ...] = (
     ("urgent", 1 * H_MS, 4 * H_MS), ("high", 4 * H_MS, 1 * D_MS), ("normal", 8 * H_MS, 3 * D_MS), ("low", 24 * H_MS, 5 * D_MS),
 )
+
+# Histogram bucket bounds (ms). Each queue's own thresholds and targets are added, so
+# Prometheus can read service level and SLA attainment straight off the buckets.
+WAIT_BUCKETS_MS: tuple[int, ...] = tuple(s * 1000 for s in (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600))
+FRT_BUCKETS_MS: tuple[int, ...] = tuple(m * 60_000 for m in (5, 15, 30, 60, 120, 240, 480, 1440, 2880, 4320))
+
+
+def bucket_bound(bounds: tuple[int, ...], value: int) -> Optional[int]:
+    """The smallest bound >= ``value`` (a histogram's ``le``), or None for +Inf."""
+    i = bisect_left(bounds, value)
+    return bounds[i] if i < len(bounds) else None
+
+
+HIST = "h:"  # counter-field prefix of histograms: "h:<name>:<bound>|inf" and "h:<name>:sum" (lifetime only)
+
+
+def hist_fields(name: str, bounds: tuple[int, ...], value: int) -> tuple[str, str]:
+    """The (bucket, sum) counter fields one observation of histogram ``name`` increments (integer units)."""
+    bound = bucket_bound(bounds, value)
+    return f"{HIST}{name}:{'inf' if bound is None else bound}", f"{HIST}{name}:sum"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +57,14 @@ class QueueConfig:
     calendar: Optional[Calendar] = None
     pause_statuses: tuple[str, ...] = ("pending", "on_hold")
     backlog_age_ms: int = 24 * 3600_000
+    # Derived once: histogram bounds (ms) including this queue's thresholds and targets.
+    wait_bounds_ms: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    frt_bounds_ms: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wait_bounds_ms", tuple(sorted(
+            {*WAIT_BUCKETS_MS, round(self.sl_threshold_seconds * 1000), round(self.short_abandon_seconds * 1000)})))
+        object.__setattr__(self, "frt_bounds_ms", tuple(sorted({*FRT_BUCKETS_MS, *(frt for _, frt, _ in self.ticket_sla)})))
 
     def sla_targets(self, priority: str) -> tuple[int, int]:
         """(first response, resolution) targets in ms for a priority."""

@@ -21,9 +21,9 @@ from typing import Iterable, Optional, Protocol, Sequence
 
 import msgspec
 
-from agents.config import MetricsConfig, bucket_start, day_of
+from agents.config import HIST, MetricsConfig, bucket_start, day_of, hist_fields
 from agents.tickets import TicketEvent as TicketEventTuple
-from agents.tickets import ticket_due, ticket_facts
+from agents.tickets import TICKETS_ESCALATED, TICKETS_REOPENED, TICKETS_SOLVED, ticket_due, ticket_facts
 from streams.events import (
     KpiSample,
     SurveyResponse,
@@ -74,6 +74,14 @@ KPI = "kpi:"  # + name: the latest sample, in millionths
 KPI_SCALE = 1_000_000
 GLOBAL = ""  # the pseudo-queue of figures that belong to no queue (queue-less KPIs and custom counts)
 
+# Lifetime counters (the "t" hash per queue, never expiring) for Prometheus's own rates: these fields
+# also count there, as do blocked reasons and every histogram field (which counts only there).
+TOTAL = "t"
+TOTAL_FIELDS = frozenset({OFFERED, BLOCKED, ANSWERED, ANSWERED_IN_SL, ABANDONED, SHORT_ABANDONED, TIMED_OUT, HANDLED,
+                          TALK_MS, HOLD_MS, ACW_MS, WRAPUPS, TICKETS_CREATED, TICKETS_SOLVED, TICKETS_REOPENED,
+                          TICKETS_ESCALATED, SURVEY + "csat", SURVEY + "nps", SURVEY + "ces"})
+WAIT_HIST = "wait:"  # + outcome (answered, abandoned, timed_out): lifetime histogram of waits
+
 # Counters a custom ratio may name as its numerator or denominator.
 BUILTIN_COUNTERS = (OFFERED, BLOCKED, ANSWERED, ANSWERED_IN_SL, ABANDONED, SHORT_ABANDONED, ABANDONED_IN_SL, TIMED_OUT,
                     HANDLED, TICKETS_CREATED, CSAT_SATISFIED, NPS_PROMOTERS, NPS_DETRACTORS)
@@ -103,9 +111,10 @@ class Contribution:
 EMPTY = Contribution()
 
 # A window key names one Redis structure:
-#   ("b", queue, bucket) | ("d", queue, day) | ("n", queue, "")          counter hashes
+#   ("b", queue, bucket) | ("d", queue, day) | ("n", queue, "") | ("t", queue, "")   counter hashes
 #   ("zw", queue, bucket) | ("zwd", queue, day) | ("zq", queue, "") | ("za:<state>", queue, "")   sorted sets
 WindowKey = tuple[str, str, object]
+COUNTER_HASHES = ("b", "d", "n", TOTAL)  # window-key kinds stored as hashes (the rest are sorted sets)
 
 
 @dataclass
@@ -126,9 +135,13 @@ class Deltas:
             queue, ts, name = key
             if ts is None:
                 self.counters[("n", queue, "")][name] += d
+            elif name.startswith(HIST):
+                self.counters[(TOTAL, queue, "")][name] += d
             else:
                 self.counters[("b", queue, bucket_start(ts, width))][name] += d
                 self.counters[("d", queue, day_of(ts, cfg.queue(queue)))][name] += d
+                if name in TOTAL_FIELDS or name.startswith(BLOCKED_REASON):
+                    self.counters[(TOTAL, queue, "")][name] += d
         for key in before.members.keys() | after.members.keys():
             score = after.members.get(key)
             if score is not None and before.members.get(key) == score:
@@ -299,6 +312,9 @@ class CallsCore(BaseCore):
             wait = max(0, at - offered)
             q = cfg.queue(queue)
             m[(Z_WAIT, queue, at, leg_id)] = wait
+            bucket, total = hist_fields(WAIT_HIST + step, q.wait_bounds_ms, wait)
+            c[(queue, at, bucket)] += 1
+            c[(queue, at, total)] += wait
             if step == "answered":
                 c[(queue, at, ANSWERED)] += 1
                 c[(queue, at, ANSWER_WAIT_MS)] += wait

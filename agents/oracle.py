@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from agents.config import MetricsConfig, bucket_start, day_of, in_rolling_window
+from agents.config import HIST, MetricsConfig, bucket_bound, bucket_start, day_of, in_rolling_window
 from agents.snapshot import AHT, ARRIVAL, QueueRaw, build_snapshot, window_start_ms
 from streams.events import (
     AgentState,
@@ -232,7 +232,7 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
     """The snapshot that the streaming path must produce for ``events`` (in arrival order) at ``now_ms``."""
     calls, agents, outcome = replay(list(events), cfg, partitions)
     facts: list[tuple[str, int, str, int]] = []  # (queue, ts_ms, field, value)
-    waits: list[tuple[str, int, int]] = []  # (queue, left at, wait): calls that left the queue
+    waits: list[tuple[str, int, int, str]] = []  # (queue, left at, wait, how): calls that left the queue
     raws: dict[str, QueueRaw] = defaultdict(QueueRaw)
 
     for call in calls:
@@ -255,7 +255,7 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
                         raw.oldest_waiting_ms = offered.ts_ms
                 continue
             at, wait = end.ts_ms, max(0, end.ts_ms - offered.ts_ms)
-            waits.append((queue, at, wait))
+            waits.append((queue, at, wait, end.type.removeprefix("call.")))
             if end.type == "call.answered":
                 facts += [(queue, at, "answered", 1), (queue, at, "answer_wait_ms", wait)]
                 if wait <= q.sl_threshold_ms:
@@ -353,13 +353,24 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
             names.append("today")
         return names
 
+    # Lifetime totals: every applied fact of these kinds, whenever it happened.
+    lifetime = {"offered", "blocked", "answered", "answered_in_sl", "abandoned", "short_abandoned", "timed_out",
+                "handled", "talk_ms", "hold_ms", "acw_ms", "wrapups", "tickets_created", "tickets_solved",
+                "tickets_reopened", "tickets_escalated", "survey:csat", "survey:nps", "survey:ces"}
     for queue, ts, name, value in facts:
         raw = raws[queue]
+        if name in lifetime or name.startswith("blocked:") or name.startswith(HIST):
+            raw.totals[name] = raw.totals.get(name, 0) + value
+        if name.startswith(HIST):
+            continue  # histograms are lifetime only
         for w in windows_of(queue, ts):
             counters = raw.windows.setdefault(w, {})
             counters[name] = counters.get(name, 0) + value
-    for queue, at, wait in waits:
+    for queue, at, wait, how in waits:
         raw = raws[queue]
+        bound = bucket_bound(cfg.queue(queue).wait_bounds_ms, wait)
+        for name, value in ((f"h:wait:{how}:{'inf' if bound is None else bound}", 1), (f"h:wait:{how}:sum", wait)):
+            raw.totals[name] = raw.totals.get(name, 0) + value
         for w in windows_of(queue, at):
             prev = raw.max_wait_ms.get(w)
             raw.max_wait_ms[w] = wait if prev is None else max(prev, wait)

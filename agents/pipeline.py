@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, Optional, Sequence
 
 from agents.config import MetricsConfig
+from agents import selfstats
 from agents.core import CORES, BatchResult, PartitionState, apply_batch, decode_state, encode_state
 from ccmon.errors import BrokerUnavailable, StoreUnavailable
 from ccmon.store import Commit, Fenced, Store
@@ -66,6 +68,8 @@ class Pipeline:
         self.core = CORES[domain]
         self.loaded: dict[int, _Partition] = {}
         self.outage_since: Optional[float] = None
+        # Commit durations are known only after a commit, so each rides in the next one.
+        self.pending_stats: Counter[str] = Counter()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop cached state of partitions (no longer ours, or a batch that failed half-way)."""
@@ -134,6 +138,7 @@ class Pipeline:
         stats: Counter[str] = Counter()
         dead: list[DeadLetter] = []
         commit = Commit()
+        applied_ms: list[int] = []
         for p, msgs in by_part.items():
             part = parts[p]
             events: list[Event] = []
@@ -170,6 +175,8 @@ class Pipeline:
             tp = (self.topic, p)
             commit.offsets[tp] = (part.offset, newest)
             res: BatchResult = apply_batch(self.core, part.work, events, self.cfg, BatchResult(deltas=commit.deltas))
+            rejected = {i for i, _, _ in res.rejected}
+            applied_ms += [ev.ts_ms for i, ev in enumerate(events) if i not in rejected]
             for i, reason, detail in res.rejected:
                 m, idx, batch = origins[i]
                 raw = split_message(m.value)[idx] if m.value is not None else b""  # type: ignore[arg-type]
@@ -189,13 +196,19 @@ class Pipeline:
         if not commit.offsets:
             return
         per_domain = ("applied", "duplicates", "expired", "evicted")
-        commit.stats = {f"{k}:{self.domain}" if k in per_domain else k: v for k, v in stats.items()}
-        commit.stats["batches"] = 1
+        selfstats.observe(stats, selfstats.BATCH, stats["consumed"])
         if dead:
             # Dead letters are published before the commit: a crash in between re-sends them
             # (at least once, each carries topic/partition/offset/index to dedup), never loses them.
             await self.send_dead_letters([encode_dead_letter(d) for d in dead])
+        # Latency runs to the moment the commit is sent, for every event the core accepted (rejects are not).
+        selfstats.observe_latencies(stats, int(time.time() * 1000), applied_ms)
+        commit.stats = {f"{k}:{self.domain}" if k in per_domain else k: v for k, v in (stats + self.pending_stats).items()}
+        commit.stats["batches"] = 1
+        started = time.perf_counter()
         await self.store.commit(commit)
+        self.pending_stats = Counter()
+        selfstats.observe(self.pending_stats, selfstats.COMMIT, round((time.perf_counter() - started) * 1e6))
         for p in by_part:
             if (self.topic, p) in commit.offsets:
                 parts[p].offset = commit.offsets[(self.topic, p)][1]

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Optional
 
 from agents import erlang
 from agents import tickets as T
-from agents.config import MetricsConfig, QueueConfig, bucket_start, day_of, in_rolling_window, window_buckets
+from agents.config import HIST, MetricsConfig, QueueConfig, bucket_start, day_of, in_rolling_window, window_buckets
 from agents.core import (
     ABANDONED,
     ABANDONED_IN_SL,
@@ -44,6 +44,8 @@ from agents.core import (
     STAFFED,
     TALK_MS,
     TIMED_OUT,
+    TOTAL,
+    WAIT_HIST,
     WRAPUPS,
     Z_OPEN,
     Z_WAIT,
@@ -67,6 +69,7 @@ class QueueRaw:
     waiting: int = 0
     oldest_waiting_ms: Optional[int] = None
     open_since: dict[str, list[int]] = field(default_factory=dict)  # state -> since (ms) of each agent in it
+    totals: dict[str, int] = field(default_factory=dict)  # lifetime counters and histogram fields
 
 
 def ratio(numerator: float, denominator: float) -> Optional[float]:
@@ -181,6 +184,46 @@ def call_view(c: Counts, max_wait_ms: Optional[int], formula: str) -> dict[str, 
     }
 
 
+WAIT_OUTCOMES = ("answered", "abandoned", "timed_out")
+
+
+def histogram(t: Counts, name: str, bounds: tuple[int, ...], scale: int = 1000) -> dict[str, object]:
+    """A cumulative histogram over ``bounds`` (stored units; ``scale`` of them make one reported unit, ms -> s by
+    default) from stored per-bucket counts.
+
+    An observation is stored under the smallest bound that held it when it was
+    counted, so after a bound is added older observations show in the next larger
+    bucket: counts stay monotonic, never double.
+    """
+    prefix = f"{HIST}{name}:"
+    stored: list[tuple[float, int]] = []
+    for k, v in t.items():
+        if k.startswith(prefix) and k != prefix + "sum" and v:
+            b = k[len(prefix):]
+            stored.append((float("inf") if b == "inf" else int(b), v))
+    buckets = {repr(b / scale): sum(v for at, v in stored if at <= b) for b in bounds}
+    count = sum(v for _, v in stored)
+    buckets["+Inf"] = count
+    return {"buckets": buckets, "sum": t.get(prefix + "sum", 0) / scale, "count": count}
+
+
+def totals_view(t: Counts, q: QueueConfig) -> dict[str, object]:
+    """Lifetime counters and histograms of one queue, for Prometheus's own rates and percentiles."""
+    return {
+        **{k: t.get(k, 0) for k in (OFFERED, ANSWERED, ANSWERED_IN_SL, ABANDONED, SHORT_ABANDONED, TIMED_OUT, BLOCKED,
+                                     HANDLED, WRAPUPS, TICKETS_CREATED, T.TICKETS_SOLVED, T.TICKETS_REOPENED,
+                                     T.TICKETS_ESCALATED)},
+        "blocked_by_reason": {k[len(BLOCKED_REASON):]: v for k, v in sorted(t.items())
+                              if k.startswith(BLOCKED_REASON) and v},
+        "talk_seconds": t.get(TALK_MS, 0) / 1000,
+        "hold_seconds": t.get(HOLD_MS, 0) / 1000,
+        "acw_seconds": t.get(ACW_MS, 0) / 1000,
+        "survey_responses": {kind: t.get(SURVEY + kind, 0) for kind in ("csat", "nps", "ces")},
+        "wait_seconds": {o: histogram(t, WAIT_HIST + o, q.wait_bounds_ms) for o in WAIT_OUTCOMES},
+        "first_response_seconds": histogram(t, T.FRT_HIST, q.frt_bounds_ms),
+    }
+
+
 def window_start_ms(cfg: MetricsConfig, window_s: int, now_ms: int) -> int:
     """Start of the first bucket a rolling window sums (open agent intervals count from here)."""
     return window_buckets(cfg.bucket_seconds, window_s, now_ms)[0] * 1000
@@ -221,6 +264,7 @@ def now_view(raw: QueueRaw, q: QueueConfig, cfg: MetricsConfig, now_ms: int) -> 
         predicted_asa_seconds=fc.predicted_asa_seconds,
         agents_required=fc.agents_required,
         sl_target=q.sl_target,
+        sl_threshold_seconds=q.sl_threshold_seconds,
         asa_target_seconds=q.asa_target_seconds,
         kpis=kpi_view(g),
     )
@@ -277,7 +321,7 @@ def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dic
 
 
 def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
-    """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>...}}, "all": {...}}``."""
+    """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>..., "totals"}}, "all": {...}}``."""
     queues: dict[str, object] = {}
     for queue in sorted(raws):
         if queue == GLOBAL:
@@ -286,6 +330,7 @@ def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int
         view: dict[str, object] = {"now": now_view(raw, q, cfg, now_ms)}
         for name in cfg.window_names:
             view[name] = window_view(raw.windows.get(name, {}), raw.max_wait_ms.get(name), q.sl_formula, cfg)
+        view["totals"] = totals_view(raw.totals, q)
         queues[queue] = view
     generated = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
     glob = raws.get(GLOBAL) or QueueRaw()
@@ -322,7 +367,7 @@ def needed_keys(queues: Iterable[str], cfg: MetricsConfig, now_ms: int) -> list[
     keys: list[WindowKey] = []
     for queue in [*queues, GLOBAL]:
         day = day_of(now_ms, cfg.queue(queue))
-        keys += [("b", queue, b) for b in buckets] + [("d", queue, day), ("n", queue, "")]
+        keys += [("b", queue, b) for b in buckets] + [("d", queue, day), ("n", queue, ""), (TOTAL, queue, "")]
         keys += [(Z_WAIT, queue, b) for b in buckets] + [(Z_WAIT + "d", queue, day)]
     return keys
 
@@ -343,6 +388,7 @@ def assemble(queues: Iterable[str], data: StoreData, cfg: MetricsConfig, now_ms:
         raw.max_wait_ms["today"] = data.zmax.get((Z_WAIT + "d", queue, day))
         raw.gauges = {k: v for k, v in data.counters.get(("n", queue, ""), {}).items()
                       if k.startswith(AGENT_GAUGE) or k.startswith(KPI) or k.startswith(T.TICKETS_OPEN)}
+        raw.totals = dict(data.counters.get((TOTAL, queue, ""), {}))
         raw.waiting, raw.oldest_waiting_ms = data.waiting.get(queue, (0, None))
         raw.open_since = {st: data.open_since.get((queue, st), []) for st in OCCUPANCY_STATES}
         add_ticket_members(raw, queue, {k: data.ticket_members.get((k, queue), []) for k in T.WINDOWED_MEMBERS}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from agents.business_hours import OPEN_PAUSE_END, business_ms, deadline
-from agents.config import MetricsConfig
+from agents.config import MetricsConfig, hist_fields
 
 # (ts_ms, event_id, kind, a, b, c): created(queue, channel, priority) | reply(author, "1"/"0" public) |
 # status(status) | assign(queue or "") | escalate | reopen
@@ -35,6 +35,7 @@ TICKETS_ESCALATED = "tickets_escalated"
 FRT_COUNT, FRT_MS, FRT_MET, FRT_MISSED = "frt_count", "frt_ms", "frt_met", "frt_missed"
 RES_COUNT, RES_MS, RES_MET, RES_MISSED = "res_count", "res_ms", "res_met", "res_missed"
 FCR_YES, FCR_NO = "fcr_yes", "fcr_no"
+FRT_HIST = "frt"  # lifetime histogram of first-response clock times
 # Gauges of open tickets.
 TICKETS_OPEN = "tickets_open"
 # Members: windowed (counted like a counter at their score) and gauges (counted once their score <= now).
@@ -153,13 +154,17 @@ def _clock(tl: _Timeline, cfg: MetricsConfig, until: int) -> int:
 
 
 def _score_clock(tl: _Timeline, cfg: MetricsConfig, done: Optional[int], run: Optional[int], stop: Optional[int],
-                 final: bool, names: tuple[str, str, str, str, str], out: TicketFacts) -> None:
-    """One SLA clock's facts: measured and met/missed when ``done``; else missed at the run-out (a member while
-    it may still change, unless the clock stopped at ``stop`` first)."""
+                 final: bool, names: tuple[str, str, str, str, str], out: TicketFacts, hist: str = "") -> None:
+    """One SLA clock's facts: measured (and observed in ``hist``) and met/missed when ``done``; else missed at the
+    run-out (a member while it may still change, unless the clock stopped at ``stop`` first)."""
     count, ms, met, missed, pending = names
     if done is not None:
         q = tl.queue_at(done)
-        out.counters += [(q, done, count, 1), (q, done, ms, _clock(tl, cfg, done))]
+        used = _clock(tl, cfg, done)
+        out.counters += [(q, done, count, 1), (q, done, ms, used)]
+        if hist:
+            bucket, total = hist_fields(hist, cfg.queue(q).frt_bounds_ms, used)
+            out.counters += [(q, done, bucket, 1), (q, done, total, used)]
         if run is None or done <= run:
             out.counters.append((q, done, met, 1))
         else:
@@ -190,7 +195,8 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
     res_run = _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[1])
 
     reply = tl.first_reply if tl.first_reply is not None and (first_solve is None or tl.first_reply <= first_solve) else None
-    _score_clock(tl, cfg, reply, frt_run, first_solve, final, (FRT_COUNT, FRT_MS, FRT_MET, FRT_MISSED, Z_FRT_MISSED), out)
+    _score_clock(tl, cfg, reply, frt_run, first_solve, final, (FRT_COUNT, FRT_MS, FRT_MET, FRT_MISSED, Z_FRT_MISSED), out,
+                 FRT_HIST)
     _score_clock(tl, cfg, first_solve, res_run, None, final, (RES_COUNT, RES_MS, RES_MET, RES_MISSED, Z_RES_MISSED), out)
 
     if first_solve is not None:

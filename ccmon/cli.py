@@ -335,7 +335,7 @@ def _queue_table(name: str, view: dict) -> Table:
         f"  tickets: {now['tickets_open']} open, {now['backlog']} backlog, {now['sla_breached_open']} breached, "
         f"{now['sla_due_soon']} due soon"
     )
-    windows = [w for w in view if w != "now"]
+    windows = [w for w in view if w not in ("now", "totals")]
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for w in windows:

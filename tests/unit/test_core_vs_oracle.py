@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from agents.business_hours import parse_calendar
 from agents.config import CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
-from agents.core import CORES, PartitionState, apply_batch, decode_state, encode_state
+from agents.core import COUNTER_HASHES, CORES, PartitionState, apply_batch, decode_state, encode_state
 from agents.oracle import compute, replay
 from agents.snapshot import LIVE_SETS, StoreData, assemble, needed_keys
 from streams.events import Event, event_from_dict
@@ -69,7 +69,7 @@ class MemoryStore:
         queues = sorted(self.queues)
         data = StoreData()
         for wk in needed_keys(queues, CFG, now_ms):
-            if wk[0] in ("b", "d", "n") and wk in self.hashes:
+            if wk[0] in COUNTER_HASHES and wk in self.hashes:
                 data.counters[wk] = dict(self.hashes[wk])
             elif wk in self.zsets and self.zsets[wk]:
                 data.zmax[wk] = max(self.zsets[wk].values())
