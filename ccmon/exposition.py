@@ -1,194 +1,298 @@
 """Prometheus exposition: metric families built at scrape time from the Redis snapshot.
 
-No per-event ``Gauge.set``: every worker renders the same global view from Redis,
-so any number of workers can be scraped without double counting.
+No per-event ``Gauge.set``: ``/metrics`` on every worker renders the same global
+view from Redis, so one scrape target (any worker) gives each series once.
+``/metrics/worker`` is the other endpoint: this process alone (resident memory,
+CPU, partitions), scraped on every replica for liveness.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+import platform
+from typing import Callable, Iterator, Mapping, Optional
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 
+from agents import selfstats
+from agents.snapshot import WAIT_OUTCOMES, histogram
 from ccmon import __version__
+
+View = Mapping[str, object]
 
 WINDOW_COUNTS = ("offered", "answered", "answered_in_sl", "abandoned", "short_abandoned", "timed_out", "blocked",
                  "handled")
-# snapshot field -> (metric, help); a None value (empty denominator) yields no sample.
-WINDOW_VALUES = {
+TICKET_KINDS = ("created", "solved", "reopened", "escalated")
+# Windowed gauges {queue, window}: snapshot field -> (metric, help). None (empty denominator) -> no sample.
+WINDOW_VALUES: dict[str, tuple[str, str]] = {
     "service_level": ("ccmon_service_level_ratio", "Service level by the queue's formula."),
     "abandon_rate": ("ccmon_abandon_ratio", "(abandoned - short) / (answered + abandoned + timed_out - short)."),
     "blocking_rate": ("ccmon_blocking_ratio", "blocked / (offered + blocked)."),
     "asa_seconds": ("ccmon_asa_seconds", "Mean wait of answered calls."),
     "max_wait_seconds": ("ccmon_max_wait_seconds", "Longest wait of a call that left the queue."),
     "aht_seconds": ("ccmon_aht_seconds", "(talk + after-call work) / handled."),
-    "avg_talk_seconds": ("ccmon_avg_talk_seconds", "Mean talk time of handled calls."),
-    "avg_hold_seconds": ("ccmon_avg_hold_seconds", "Mean hold time of handled calls."),
-    "avg_acw_seconds": ("ccmon_avg_acw_seconds", "Mean after-call work per completed wrap-up."),
-    "first_response_seconds_avg": ("ccmon_first_response_seconds_avg", "Mean SLA-clock time to the first public "
-                                   "agent reply."),
-    "resolution_seconds_avg": ("ccmon_resolution_seconds_avg", "Mean SLA-clock time to the first solve."),
-    "frt_sla": ("ccmon_frt_sla_ratio", "First responses within target / all that were due."),
-    "resolution_sla": ("ccmon_resolution_sla_ratio", "Resolutions within target / all that were due."),
-    "reopen_rate": ("ccmon_reopen_ratio", "Reopened / solved tickets."),
-    "escalation_rate": ("ccmon_escalation_ratio", "Escalated / created tickets."),
-    "fcr_rate": ("ccmon_fcr_ratio", "Solved tickets resolved on first contact."),
+    "avg_talk_seconds": ("ccmon_talk_average_seconds", "Mean talk time of handled calls."),
+    "avg_hold_seconds": ("ccmon_hold_average_seconds", "Mean hold time of handled calls."),
+    "avg_acw_seconds": ("ccmon_after_call_work_average_seconds", "Mean after-call work per completed wrap-up."),
+    "first_response_seconds_avg": ("ccmon_ticket_first_response_average_seconds",
+                                   "Mean SLA-clock time to the first public agent reply."),
+    "resolution_seconds_avg": ("ccmon_ticket_resolution_average_seconds", "Mean SLA-clock time to the first solve."),
+    "frt_sla": ("ccmon_ticket_first_response_sla_ratio", "First responses within target / all that were due."),
+    "resolution_sla": ("ccmon_ticket_resolution_sla_ratio", "Resolutions within target / all that were due."),
+    "reopen_rate": ("ccmon_ticket_reopen_ratio", "Reopened / solved tickets."),
+    "escalation_rate": ("ccmon_ticket_escalation_ratio", "Escalated / created tickets."),
+    "fcr_rate": ("ccmon_ticket_fcr_ratio", "Solved tickets resolved on first contact."),
+    "csat": ("ccmon_csat_ratio", "CSAT responses scoring 4-5 / all CSAT responses."),
+    "nps": ("ccmon_nps_score", "% promoters (9-10) - % detractors (0-6), -100..100."),
+    "ces_avg": ("ccmon_ces_average_score", "Mean CES score (1-7)."),
 }
-NOW_VALUES = {
-    "calls_waiting": ("ccmon_calls_waiting", "Calls offered and not yet out of the queue."),
-    "longest_wait_seconds": ("ccmon_longest_wait_seconds", "How long the oldest waiting call has waited."),
-    "oldest_waiting_since": ("ccmon_oldest_waiting_timestamp_seconds", "When the oldest waiting call was offered."),
-    "arrival_rate_per_hour": ("ccmon_arrival_rate_per_hour", "Offers in the last 15 minutes, per hour."),
-    "predicted_service_level": ("ccmon_predicted_service_level_ratio", "Erlang C service level at current staffing."),
-    "predicted_asa_seconds": ("ccmon_predicted_asa_seconds", "Erlang C ASA at current staffing."),
-    "agents_required": ("ccmon_agents_required", "Fewest agents that meet the SL target (Erlang C)."),
-    "sl_target": ("ccmon_service_level_target_ratio", "The queue's configured service-level target."),
-    "asa_target_seconds": ("ccmon_asa_target_seconds", "The queue's configured ASA target."),
-    "tickets_open": ("ccmon_tickets_open", "Tickets not solved or closed."),
-    "backlog": ("ccmon_tickets_backlog", "Open tickets older than backlog_age."),
-    "sla_breached_open": ("ccmon_tickets_sla_breached", "Open tickets with an SLA clock run out."),
-    "sla_due_soon": ("ccmon_tickets_sla_due_soon", "Open tickets past 80% of a running SLA clock."),
+AGENT_SURVEY = {
+    "csat": ("ccmon_agent_csat_ratio", "CSAT per agent."),
+    "nps": ("ccmon_agent_nps_score", "NPS per agent."),
+    "ces_avg": ("ccmon_agent_ces_average_score", "CES per agent."),
+}
+# Point-in-time gauges {queue}: snapshot field -> (metric, help, factor).
+NOW_VALUES: dict[str, tuple[str, str, float]] = {
+    "calls_waiting": ("ccmon_calls_waiting", "Calls offered and not yet out of the queue.", 1),
+    "longest_wait_seconds": ("ccmon_longest_wait_seconds", "How long the oldest waiting call has waited.", 1),
+    "oldest_waiting_since": ("ccmon_oldest_waiting_timestamp_seconds", "When the oldest waiting call was offered.", 1),
+    "arrival_rate_per_hour": ("ccmon_arrival_rate_per_second", "Offers in the last 15 minutes, per second "
+                              "(Erlang C input).", 1 / 3600),
+    "predicted_service_level": ("ccmon_predicted_service_level_ratio", "Erlang C service level at current "
+                                "staffing.", 1),
+    "predicted_asa_seconds": ("ccmon_predicted_asa_seconds", "Erlang C ASA at current staffing.", 1),
+    "agents_required": ("ccmon_agents_required", "Fewest agents that meet the SL target (Erlang C).", 1),
+    "sl_target": ("ccmon_service_level_target_ratio", "The queue's configured service-level target.", 1),
+    "sl_threshold_seconds": ("ccmon_service_level_threshold_seconds", "The queue's configured SL threshold T.", 1),
+    "asa_target_seconds": ("ccmon_asa_target_seconds", "The queue's configured ASA target.", 1),
+    "tickets_open": ("ccmon_tickets_open", "Tickets not solved or closed.", 1),
+    "backlog": ("ccmon_tickets_backlog", "Open tickets older than backlog_age.", 1),
+    "sla_breached_open": ("ccmon_tickets_sla_breached", "Open tickets with an SLA clock run out.", 1),
+    "sla_due_soon": ("ccmon_tickets_sla_due_soon", "Open tickets past 80% of a running SLA clock.", 1),
 }
 AGENT_STATES = ("available", "on_call", "wrap_up", "away", "staffed")
+# Lifetime counters {queue}: totals field -> (metric without _total, help, factor).
+TOTALS: dict[str, tuple[str, str, float]] = {
+    "offered": ("ccmon_calls_offered", "Calls offered (call.offered).", 1),
+    "answered": ("ccmon_calls_answered", "Calls answered.", 1),
+    "answered_in_sl": ("ccmon_calls_answered_in_sl", "Calls answered within the SL threshold T.", 1),
+    "abandoned": ("ccmon_calls_abandoned", "Calls abandoned.", 1),
+    "short_abandoned": ("ccmon_calls_short_abandoned", "Calls abandoned within the short-abandon threshold.", 1),
+    "timed_out": ("ccmon_calls_timed_out", "Calls that timed out of the queue.", 1),
+    "handled": ("ccmon_calls_handled", "Answered calls whose talk ended.", 1),
+    "talk_seconds": ("ccmon_call_talk_seconds", "Talk time of handled calls.", 1),
+    "hold_seconds": ("ccmon_call_hold_seconds", "Hold time of handled calls.", 1),
+    "acw_seconds": ("ccmon_call_after_call_work_seconds", "After-call work of completed wrap-ups.", 1),
+    "wrapups": ("ccmon_call_wrapups", "Completed wrap-ups.", 1),
+    "tickets_created": ("ccmon_tickets_created", "Tickets created.", 1),
+    "tickets_solved": ("ccmon_tickets_solved", "Moves of tickets into solved or closed.", 1),
+    "tickets_reopened": ("ccmon_tickets_reopened", "Tickets reopened.", 1),
+    "tickets_escalated": ("ccmon_tickets_escalated", "Tickets escalated (first escalation only).", 1),
+}
+
+
+def _hist_buckets(h: Mapping[str, object]) -> list[tuple[str, float]]:
+    return [(le, float(n)) for le, n in h["buckets"].items()]  # type: ignore[union-attr]
 
 
 class SnapshotCollector:
     """A one-shot collector over an already-read snapshot and worker status."""
 
-    def __init__(self, snapshot: Mapping[str, object], status: Mapping[str, object]):
+    def __init__(self, snapshot: View, status: View):
         self.snapshot = snapshot
         self.status = status
 
     def collect(self) -> Iterator[Metric]:
-        """Yield every ccmon metric family."""
-        calls = GaugeMetricFamily(
-            "ccmon_window_calls", "Calls in the window by outcome (event time).", labels=["queue", "window", "outcome"]
-        )
-        values = {k: GaugeMetricFamily(n, h, labels=["queue", "window"]) for k, (n, h) in WINDOW_VALUES.items()}
-        now = {k: GaugeMetricFamily(n, h, labels=["queue"]) for k, (n, h) in NOW_VALUES.items()}
-        agents = GaugeMetricFamily("ccmon_agents", "Agents per queue by current state (staffed: all but offline).",
-                                   labels=["queue", "state"])
-        occupancy = GaugeMetricFamily("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + "
-                                      "wrap-up) time over the window.", labels=["queue", "window"])
-        queues: Mapping[str, Mapping[str, Mapping[str, object]]] = self.snapshot.get("queues", {})  # type: ignore[assignment]
+        """Yield every ccmon metric family of the global view."""
+        queues: Mapping[str, Mapping[str, View]] = self.snapshot.get("queues", {})  # type: ignore[assignment]
+        yield from self._totals(queues)
+        yield from self._windows(queues)
+        yield from self._now(queues)
+        yield from self._self_metrics(len(queues))
+
+    def _totals(self, queues: Mapping[str, Mapping[str, View]]) -> Iterator[Metric]:
+        counters = {k: CounterMetricFamily(n, h, labels=["queue"]) for k, (n, h, _) in TOTALS.items()}
+        blocked = CounterMetricFamily("ccmon_calls_blocked", "Calls blocked before queueing, by reason.",
+                                      labels=["queue", "reason"])
+        responses = CounterMetricFamily("ccmon_survey_responses", "Survey responses, by kind.", labels=["queue", "kind"])
+        wait = HistogramMetricFamily("ccmon_call_wait_seconds", "Wait of calls that left the queue, by outcome; "
+                                     "the buckets include the queue's SL and short-abandon thresholds.",
+                                     labels=["queue", "outcome"])
+        frt = HistogramMetricFamily("ccmon_ticket_first_response_seconds", "SLA-clock time to the first public agent "
+                                    "reply; the buckets include the queue's first-response targets.", labels=["queue"])
         for queue, view in queues.items():
-            n = view["now"]
-            for key, fam in now.items():
-                if n.get(key) is not None:
-                    fam.add_metric([queue], float(n[key]))  # type: ignore[arg-type]
-            for st in AGENT_STATES:
-                agents.add_metric([queue, st], float(n["agents_" + st]))  # type: ignore[arg-type]
-            for key, v in n.items():
-                if key.startswith("occupancy_") and v is not None:
-                    occupancy.add_metric([queue, key[len("occupancy_"):]], float(v))  # type: ignore[arg-type]
-            for window, w in view.items():
-                if window == "now":
-                    continue
-                for name in WINDOW_COUNTS:
-                    calls.add_metric([queue, window, name], float(w[name]))  # type: ignore[arg-type]
-                for key, fam in values.items():
-                    if w[key] is not None:
-                        fam.add_metric([queue, window], float(w[key]))  # type: ignore[arg-type]
-        tickets = GaugeMetricFamily("ccmon_window_tickets_created", "Tickets created in the window.",
-                                    labels=["queue", "window"])
-        ticket_kinds = GaugeMetricFamily("ccmon_window_tickets", "Tickets solved, reopened and escalated in the "
-                                         "window.", labels=["queue", "window", "kind"])
+            t = view["totals"]
+            for key, (_, _, factor) in TOTALS.items():
+                counters[key].add_metric([queue], float(t[key]) * factor)  # type: ignore[arg-type]
+            for reason, n in t["blocked_by_reason"].items():  # type: ignore[union-attr]
+                blocked.add_metric([queue, reason], float(n))
+            for kind, n in t["survey_responses"].items():  # type: ignore[union-attr]
+                responses.add_metric([queue, kind], float(n))
+            waits: Mapping[str, View] = t["wait_seconds"]  # type: ignore[assignment]
+            if t["offered"] or any(waits[o]["count"] for o in WAIT_OUTCOMES):
+                for outcome in WAIT_OUTCOMES:
+                    h = waits[outcome]
+                    wait.add_metric([queue, outcome], _hist_buckets(h), float(h["sum"]))  # type: ignore[arg-type]
+            h = t["first_response_seconds"]  # type: ignore[assignment]
+            if t["tickets_created"] or h["count"]:  # type: ignore[index]
+                frt.add_metric([queue], _hist_buckets(h), float(h["sum"]))  # type: ignore[arg-type,index]
+        yield from counters.values()
+        yield from (blocked, responses, wait, frt)
+
+    def _windows(self, queues: Mapping[str, Mapping[str, View]]) -> Iterator[Metric]:
+        calls = GaugeMetricFamily("ccmon_window_calls", "Calls in the window by outcome (event time).",
+                                  labels=["queue", "window", "outcome"])
+        tickets = GaugeMetricFamily("ccmon_window_tickets", "Tickets created, solved, reopened and escalated in the "
+                                    "window.", labels=["queue", "window", "kind"])
         responses = GaugeMetricFamily("ccmon_window_survey_responses", "Survey responses in the window, by kind.",
                                       labels=["queue", "window", "kind"])
-        survey = {
-            "csat": GaugeMetricFamily("ccmon_csat_ratio", "CSAT responses scoring 4-5 / all CSAT responses.",
-                                      labels=["queue", "window"]),
-            "nps": GaugeMetricFamily("ccmon_nps_score", "% promoters (9-10) - % detractors (0-6), -100..100.",
-                                     labels=["queue", "window"]),
-            "ces_avg": GaugeMetricFamily("ccmon_ces_average_score", "Mean CES score (1-7).", labels=["queue", "window"]),
-        }
-        agent_survey = {
-            "csat": GaugeMetricFamily("ccmon_agent_csat_ratio", "CSAT per agent.", labels=["queue", "window", "agent"]),
-            "nps": GaugeMetricFamily("ccmon_agent_nps_score", "NPS per agent.", labels=["queue", "window", "agent"]),
-            "ces_avg": GaugeMetricFamily("ccmon_agent_ces_average_score", "CES per agent.",
-                                         labels=["queue", "window", "agent"]),
-        }
+        values = {k: GaugeMetricFamily(n, h, labels=["queue", "window"]) for k, (n, h) in WINDOW_VALUES.items()}
+        occupancy = GaugeMetricFamily("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + "
+                                      "wrap-up) time over the window.", labels=["queue", "window"])
+        agent = {k: GaugeMetricFamily(n, h, labels=["queue", "window", "agent"]) for k, (n, h) in AGENT_SURVEY.items()}
         custom_count = GaugeMetricFamily("ccmon_custom_count", "A user-defined counter over the window "
                                          "(queue empty: all queues).", labels=["queue", "window", "name"])
         custom_ratio = GaugeMetricFamily("ccmon_custom_ratio", "A user-defined ratio over the window "
                                          "(queue empty: all queues).", labels=["queue", "window", "name"])
-        kpi = GaugeMetricFamily("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).",
-                                labels=["name", "queue"])
-        views = [(q, v) for q, v in queues.items()] + [("", self.snapshot.get("all", {}))]  # type: ignore[list-item]
+        views = list(queues.items()) + [("", self.snapshot.get("all", {}))]
         for queue, view in views:
-            for window, w in view.items():
-                if window == "now":
+            for window, w in view.items():  # type: ignore[union-attr]
+                if window in ("now", "totals"):
                     continue
                 if queue:
-                    tickets.add_metric([queue, window], float(w["tickets_created"]))  # type: ignore[arg-type]
-                    for kind in ("solved", "reopened", "escalated"):
-                        ticket_kinds.add_metric([queue, window, kind], float(w["tickets_" + kind]))  # type: ignore[arg-type]
-                    for kind, n in w["survey_responses"].items():  # type: ignore[union-attr]
+                    for name in WINDOW_COUNTS:
+                        calls.add_metric([queue, window, name], float(w[name]))
+                    for kind in TICKET_KINDS:
+                        tickets.add_metric([queue, window, kind], float(w["tickets_" + kind]))
+                    for kind, n in w["survey_responses"].items():
                         responses.add_metric([queue, window, kind], float(n))
-                    for key, fam in survey.items():
+                    for key, fam in values.items():
                         if w[key] is not None:
-                            fam.add_metric([queue, window], float(w[key]))  # type: ignore[arg-type]
-                    for agent, a in w["surveys_by_agent"].items():  # type: ignore[union-attr]
-                        for key, fam in agent_survey.items():
+                            fam.add_metric([queue, window], float(w[key]))
+                    for agent_id, a in w["surveys_by_agent"].items():
+                        for key, fam in agent.items():
                             if a[key] is not None:
-                                fam.add_metric([queue, window, agent], float(a[key]))
-                for name, value in w["custom"].items():  # type: ignore[union-attr]
+                                fam.add_metric([queue, window, agent_id], float(a[key]))
+                    occ = view["now"].get(f"occupancy_{window}")  # type: ignore[union-attr]
+                    if occ is not None:
+                        occupancy.add_metric([queue, window], float(occ))
+                for name, value in w["custom"].items():
                     if value is None:
                         continue
                     is_count = isinstance(value, int) and not isinstance(value, bool)
                     (custom_count if is_count else custom_ratio).add_metric([queue, window, name], float(value))
-            for name, value in (view.get("now", {}) or {}).get("kpis", {}).items():  # type: ignore[union-attr]
+        yield from (calls, tickets, responses, *values.values(), occupancy, *agent.values(), custom_count, custom_ratio)
+
+    def _now(self, queues: Mapping[str, Mapping[str, View]]) -> Iterator[Metric]:
+        now = {k: GaugeMetricFamily(n, h, labels=["queue"]) for k, (n, h, _) in NOW_VALUES.items()}
+        agents = GaugeMetricFamily("ccmon_agents", "Agents per queue by current state (staffed: all but offline).",
+                                   labels=["queue", "state"])
+        kpi = GaugeMetricFamily("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).",
+                                labels=["name", "queue"])
+        for queue, view in queues.items():
+            n = view["now"]
+            for key, (_, _, factor) in NOW_VALUES.items():
+                if n.get(key) is not None:
+                    now[key].add_metric([queue], float(n[key]) * factor)  # type: ignore[arg-type]
+            for st in AGENT_STATES:
+                agents.add_metric([queue, st], float(n["agents_" + st]))  # type: ignore[arg-type]
+            for name, value in n.get("kpis", {}).items():  # type: ignore[union-attr]
                 kpi.add_metric([name, queue], float(value))
         for name, value in self.snapshot.get("kpis", {}).items():  # type: ignore[union-attr]
             kpi.add_metric([name, ""], float(value))
-        yield calls
-        yield from (tickets, ticket_kinds, responses, *survey.values(), *agent_survey.values(), custom_count, custom_ratio, kpi)
-        yield from values.values()
         yield from now.values()
-        yield agents
-        yield occupancy
+        yield from (agents, kpi)
 
+    def _self_metrics(self, n_queues: int) -> Iterator[Metric]:
         stats: Mapping[str, int] = self.status.get("stats", {})  # type: ignore[assignment]
         consumed = CounterMetricFamily("ccmon_events_consumed", "Events decoded from the topics (valid or not).")
         consumed.add_metric([], stats.get("consumed", 0))
         applied = CounterMetricFamily("ccmon_events_applied", "Valid events applied, by domain.", labels=["domain"])
         dups = CounterMetricFamily("ccmon_events_duplicate", "Events ignored as repeated event_id.", labels=["domain"])
-        rejected = CounterMetricFamily(
-            "ccmon_events_rejected", "Events sent to the dead-letter topic, by reason.", labels=["reason"]
-        )
+        rejected = CounterMetricFamily("ccmon_events_rejected", "Events sent to the dead-letter topic, by reason.",
+                                       labels=["reason"])
         late = CounterMetricFamily("ccmon_events_late", "Events older than stream time minus the lateness.")
         late.add_metric([], stats.get("rejected:late", 0))
-        invalid = CounterMetricFamily("ccmon_events_invalid_transition", "Events that broke an entity's path.")
-        invalid.add_metric([], stats.get("rejected:invalid_transition", 0))
         expired = CounterMetricFamily("ccmon_calls_expired", "Calls never seen to finish within the max age.")
         expired.add_metric([], stats.get("expired:calls", 0))
         for key, value in sorted(stats.items()):
             kind, _, label = key.partition(":")
-            if kind == "applied":
-                applied.add_metric([label], value)
-            elif kind == "duplicates":
-                dups.add_metric([label], value)
-            elif kind == "rejected":
-                rejected.add_metric([label], value)
-        lag = GaugeMetricFamily(
-            "ccmon_consumer_lag_messages", "Messages in the log not yet committed to Redis.", labels=["topic", "partition"]
-        )
+            family = {"applied": applied, "duplicates": dups, "rejected": rejected}.get(kind)
+            if family is not None:
+                family.add_metric([label], value)
+        lag = GaugeMetricFamily("ccmon_consumer_lag_messages", "Messages in the log not yet committed to Redis.",
+                                labels=["topic", "partition"])
         for tp, value in sorted(self.status.get("lag", {}).items()):  # type: ignore[union-attr]
             topic, _, partition = tp.rpartition(":")
             lag.add_metric([topic, partition], float(value))
         last = GaugeMetricFamily("ccmon_last_commit_timestamp_seconds", "When a batch was last committed to Redis.")
         if "last_commit_ms" in stats:
             last.add_metric([], stats["last_commit_ms"] / 1000)
-        info = InfoMetricFamily("ccmon_build", "ccmon build information.")
-        info.add_metric([], {"version": __version__})
-        yield from (consumed, applied, dups, rejected, late, invalid, expired, lag, last, info)
+        yield from (consumed, applied, dups, rejected, late, expired, lag, last)
+        for name, metric, doc in (
+            (selfstats.BATCH, "ccmon_batch_events", "Events per committed batch."),
+            (selfstats.E2E, "ccmon_end_to_end_latency_seconds", "Event ts to the Redis commit that applied it."),
+            (selfstats.COMMIT, "ccmon_redis_commit_duration_seconds", "Duration of the atomic Redis batch commit "
+             "(each is recorded with the next commit)."),
+        ):
+            h = histogram(stats, name, selfstats.BOUNDS[name], selfstats.SCALE[name])
+            fam = HistogramMetricFamily(metric, doc)
+            fam.add_metric([], _hist_buckets(h), float(h["sum"]))  # type: ignore[arg-type]
+            yield fam
+        count = GaugeMetricFamily("ccmon_queues", "Queues seen so far.")
+        count.add_metric([], float(n_queues))
+        yield count
+        yield build_info()
 
 
-def render(snapshot: Mapping[str, object], status: Mapping[str, object], accept: str | None) -> tuple[bytes, str]:
-    """The exposition body and content type (OpenMetrics when the scraper asks for it)."""
+def build_info() -> Metric:
+    """``ccmon_build_info{version, python}``."""
+    info = InfoMetricFamily("ccmon_build", "ccmon build information.")
+    info.add_metric([], {"version": __version__, "python": platform.python_version()})
+    return info
+
+
+class WorkerCollector:
+    """This process only: build info, whether it consumes, and the partitions it holds."""
+
+    def __init__(self, consuming: bool, partitions: Optional[int]):
+        self.consuming = consuming
+        self.partitions = partitions
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the per-process families."""
+        yield build_info()
+        consuming = GaugeMetricFamily("ccmon_worker_consuming", "1 once this worker joined its group and consumes.")
+        consuming.add_metric([], 1.0 if self.consuming else 0.0)
+        yield consuming
+        if self.partitions is not None:
+            yield GaugeMetricFamily("ccmon_worker_partitions_assigned", "Topic partitions this worker holds.",
+                                    value=float(self.partitions))
+
+
+def _encode(register: Callable[[CollectorRegistry], None], accept: Optional[str]) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, status))  # type: ignore[arg-type]
+    register(registry)
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
+
+
+def render(snapshot: View, status: View, accept: Optional[str]) -> tuple[bytes, str]:
+    """The global view's exposition body and content type (OpenMetrics when the scraper asks for it)."""
+    return _encode(lambda r: r.register(SnapshotCollector(snapshot, status)), accept)  # type: ignore[arg-type]
+
+
+def render_worker(consuming: bool, partitions: Optional[int], accept: Optional[str]) -> tuple[bytes, str]:
+    """This process's exposition: process_* (memory, CPU, fds), python_info and the worker's own gauges."""
+    def register(r: CollectorRegistry) -> None:
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        r.register(WorkerCollector(consuming, partitions))  # type: ignore[arg-type]
+    return _encode(register, accept)

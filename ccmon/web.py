@@ -10,7 +10,7 @@ import faust
 from aiohttp import web
 
 from ccmon.errors import StoreUnavailable
-from ccmon.exposition import render
+from ccmon.exposition import render, render_worker
 from ccmon.store import Store
 
 
@@ -58,6 +58,16 @@ def register_web(app: faust.App, store: Store) -> None:
             body, content_type = render(await store.snapshot(), await store.status(), request.headers.get("Accept"))
         except StoreUnavailable as exc:
             return view.text(f"# {exc}\n", status=503)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    @app.page("/metrics/worker")
+    async def worker_metrics(view: Any, request: Any) -> Any:
+        """This process alone (memory, CPU, partitions held): scrape it on every replica."""
+        try:
+            partitions: int | None = len(app.consumer.assignment())
+        except Exception:  # noqa: BLE001 - no consumer yet during start-up
+            partitions = None
+        body, content_type = render_worker(ready["consuming"], partitions, request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     @app.page("/health")

@@ -7,7 +7,7 @@ from pathlib import Path
 from agents.config import CustomCounter, CustomRatio, MetricsConfig
 from agents.oracle import compute
 from ccmon.cli import app
-from ccmon.exposition import SnapshotCollector
+from ccmon.exposition import SnapshotCollector, WorkerCollector
 from ccmon.settings import FileModel, QueueModel, Settings, load_metrics_config
 from streams.events import EVENT_TYPES, event_from_dict
 
@@ -53,7 +53,9 @@ def test_every_prometheus_metric_is_in_the_readme() -> None:
     snapshot = compute(events, cfg, 1795400060_000 + 8 * 86400_000)
     status = {"stats": {"applied:calls": 1, "duplicates:calls": 1, "rejected:invalid_json": 1, "last_commit_ms": 1},
               "lag": {"cc.calls:0": 0}}
-    for family in SnapshotCollector(snapshot, status).collect():
+    families = list(SnapshotCollector(snapshot, status).collect())
+    assert len({f.name for f in families}) == len(families), "a family is yielded twice"
+    for family in families + list(WorkerCollector(True, 4).collect()):
         name = family.name + ("_total" if family.type == "counter" else "_info" if family.type == "info" else "")
         assert f"`{name}`" in README, name
         assert f"`{name}`" in METRICS_DOC, name
