@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
 from agents.config import MetricsConfig, day_end_epoch
-from agents.core import Deltas, WindowKey, Z_WAITING
+from agents.core import COUNTER_HASHES, Deltas, WindowKey, Z_WAITING
 from agents.snapshot import LIVE_SETS, StoreData, assemble, needed_keys
 from ccmon.errors import StoreUnavailable
 
@@ -27,6 +27,7 @@ redis.call('DEL', KEYS[2])
 return 0
 """
 TP = tuple[str, int]  # (topic, partition)
+READ_CHUNK = 2000  # keys per read script call: each call is short, so commits are not held up
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Store:
         self._commit = self.redis.register_script(resources.files("ccmon").joinpath("commit.lua").read_text())
         self._reset = self.redis.register_script(resources.files("ccmon").joinpath("topic_reset.lua").read_text())
         self._reset_part = self.redis.register_script(_RESET_PARTITION)
+        self._read = self.redis.register_script(resources.files("ccmon").joinpath("read.lua").read_text())
 
     # ------------------------------------------------------------- key naming
     def key(self, wk: WindowKey) -> str:
@@ -221,31 +223,28 @@ class Store:
         if only is not None:
             wanted = set(only)
             queues = [q for q in queues if q in wanted]
-        keys = needed_keys(queues, self.cfg, now_ms)
+        reads: list[tuple[WindowKey, str]] = [
+            (wk, "h" if wk[0] in COUNTER_HASHES else "m") for wk in needed_keys(queues, self.cfg, now_ms)
+        ] + [((kind, q, ""), "s") for q in queues for kind in LIVE_SETS]
+        # Scripts of a bounded size, pipelined: one round trip, and Redis serves commits in between.
         pipe = self.redis.pipeline(transaction=False)
-        for wk in keys:
-            if wk[0] in ("b", "d", "n"):
-                pipe.hgetall(self.key(wk))
-            else:
-                pipe.zrevrange(self.key(wk), 0, 0, withscores=True)
-        for q in queues:
-            for kind in LIVE_SETS:
-                pipe.zrange(self.key((kind, q, "")), 0, -1, withscores=True)
-        rows = await self._call(pipe.execute()) if queues else []
+        for i in range(0, len(reads), READ_CHUNK):
+            chunk = reads[i:i + READ_CHUNK]
+            await self._read(keys=[self.key(wk) for wk, _ in chunk], args=["".join(op for _, op in chunk)], client=pipe)
+        rows = [row for part in await self._call(pipe.execute()) for row in part] if queues else []
         data = StoreData()
-        for wk, row in zip(keys, rows):
+        for (wk, op), row in zip(reads, rows):
             if not row:
                 continue
-            if wk[0] in ("b", "d", "n"):
-                data.counters[wk] = {k.decode(): int(v) for k, v in row.items()}
+            if op == "h":
+                data.counters[wk] = {row[j].decode(): int(row[j + 1]) for j in range(0, len(row), 2)}
+            elif op == "m":
+                data.zmax[wk] = int(float(row))
             else:
-                data.zmax[wk] = int(row[0][1])
-        live = iter(rows[len(keys):])
-        for q in queues:
-            for kind in LIVE_SETS:
-                scores = [int(score) for _, score in next(live)]
+                kind, q, _ = wk
+                scores = [int(float(x)) for x in row]
                 if kind == Z_WAITING:
-                    data.waiting[q] = (len(scores), min(scores) if scores else None)
+                    data.waiting[q] = (len(scores), min(scores))
                 elif kind.startswith("za:"):
                     data.open_since[(q, kind[len("za:"):])] = scores
                 else:

@@ -1,0 +1,117 @@
+"""Scrape latency of ``/metrics`` at 50 and 500 queues, against a real Redis.
+
+Fills Redis through the real commit path (the pure core's deltas, ``Store.commit``)
+with an hour of simulated traffic per queue, then times what the ``/metrics``
+handler does: read the snapshot and the worker status from Redis and render the
+exposition. Prints the median and p90 over repeated scrapes.
+
+    .venv/bin/python bench/scrape.py --queues 50,500 --repeat 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.config import MetricsConfig  # noqa: E402
+from agents.core import CORES, BatchResult, PartitionState, apply_batch  # noqa: E402
+from ccmon.exposition import render  # noqa: E402
+from ccmon.services import start_redis, stop  # noqa: E402
+from ccmon.store import Commit, Store  # noqa: E402
+from streams.events import Event, event_from_dict  # noqa: E402
+from streams.partitioning import partition_for  # noqa: E402
+from streams.simulator import SimConfig, generate  # noqa: E402
+
+PARTITIONS = 4
+
+
+async def fill(store: Store, cfg: MetricsConfig, queues: int, minutes: float) -> int:
+    """Commit ``minutes`` of traffic for ``queues`` queues ending now; return the event count."""
+    sim = SimConfig(seed=3, queues=tuple(f"queue-{i:03d}" for i in range(queues)), arrival_rate_per_hour=120,
+                    agents_per_queue=6, ticket_rate_per_hour=20)
+    parts: dict[tuple[str, int], PartitionState] = defaultdict(PartitionState)
+    offsets: dict[tuple[str, int], int] = defaultdict(lambda: -1)
+    pending: dict[tuple[str, int], list[Event]] = defaultdict(list)
+    n = 0
+
+    async def flush(key: tuple[str, int]) -> None:
+        res = apply_batch(CORES[key[0]], parts[key], pending[key], cfg, BatchResult())
+        tp = (f"bench.{key[0]}", key[1])
+        commit = Commit(deltas=res.deltas, queues=res.queues, offsets={tp: (offsets[key], offsets[key] + 1)})
+        await store.commit(commit)
+        offsets[key] += 1
+        pending[key] = []
+
+    for raw in generate(sim, time.time() - minutes * 60, minutes * 60):
+        ev = event_from_dict(raw)
+        assert isinstance(ev, Event)
+        key = (ev.domain, partition_for(ev.entity_id, PARTITIONS))
+        pending[key].append(ev)
+        n += 1
+        if len(pending[key]) >= 2000:
+            await flush(key)
+    for key in [k for k, v in pending.items() if v]:
+        await flush(key)
+    return n
+
+
+async def scrape(store: Store) -> tuple[float, int, int]:
+    """One scrape: seconds, body bytes, sample lines."""
+    started = time.perf_counter()
+    body, _ = render(await store.snapshot(), await store.status(), None)
+    elapsed = time.perf_counter() - started
+    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return elapsed, len(body), samples
+
+
+async def run(url: str, sizes: list[int], repeat: int, minutes: float) -> list[str]:
+    """Fill and scrape at each size; return the table rows."""
+    cfg = MetricsConfig()
+    rows = []
+    for queues in sizes:
+        store = Store(url, cfg)
+        await store.redis.flushdb()
+        t0 = time.monotonic()
+        events = await fill(store, cfg, queues, minutes)
+        filled = time.monotonic() - t0
+        await scrape(store)  # warm the script cache and connection pool
+        times = []
+        for _ in range(repeat):
+            elapsed, size, samples = await scrape(store)
+            times.append(elapsed)
+        times.sort()
+        p90 = times[min(len(times) - 1, int(len(times) * 0.9))]
+        rows.append(f"| {queues} | {events:,} | {samples:,} | {size / 1024:,.0f} | {statistics.median(times) * 1000:,.0f} "
+                    f"| {p90 * 1000:,.0f} | {filled:,.0f} |")
+        print(rows[-1], flush=True)
+        await store.close()
+    return rows
+
+
+def main() -> None:
+    """Run the benchmark and print a table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queues", default="50,500", help="comma-separated queue counts")
+    ap.add_argument("--repeat", type=int, default=15, help="scrapes per size (median and p90 of these)")
+    ap.add_argument("--minutes", type=float, default=60, help="minutes of traffic per queue")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_redis(Path(tmp))
+        try:
+            print("| queues | events | samples | body KiB | median ms | p90 ms | fill s |")
+            print("|---:|---:|---:|---:|---:|---:|---:|")
+            asyncio.run(run(url, [int(q) for q in args.queues.split(",")], args.repeat, args.minutes))
+        finally:
+            stop(proc)
+
+
+if __name__ == "__main__":
+    main()
