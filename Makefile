@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real tools some tests use: promtool and amtool (Debian's prometheus and prometheus-alertmanager).
+# Real tools some tests use: prometheus, promtool and amtool (Debian's prometheus and prometheus-alertmanager).
 tools:
-	@missing=""; for t in promtool amtool; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in prometheus promtool amtool; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian's prometheus and prometheus-alertmanager (for$$missing)…"; \

@@ -147,9 +147,9 @@ def published_ports(service: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def ccmon_job(cfg: dict[str, Any]) -> dict[str, Any]:
-    jobs = [j for j in cfg.get("scrape_configs") or [] if j.get("job_name") == "ccmon"]
-    assert len(jobs) == 1, "prometheus.yml needs exactly one scrape job named ccmon"
+def scrape_job(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    jobs = [j for j in cfg.get("scrape_configs") or [] if j.get("job_name") == name]
+    assert len(jobs) == 1, f"prometheus.yml needs exactly one scrape job named {name}"
     return jobs[0]
 
 
@@ -346,19 +346,26 @@ def test_prometheus_config_is_the_mounted_file(services: dict[str, Any]) -> None
     assert "--web.enable-lifecycle" in command_args(prom)
 
 
-def test_prometheus_scrapes_every_ccmon_replica(services: dict[str, Any], prometheus_cfg: dict[str, Any]) -> None:
-    job = ccmon_job(prometheus_cfg)
+def test_prometheus_scrapes_the_global_view_once(services: dict[str, Any], prometheus_cfg: dict[str, Any]) -> None:
+    # /metrics is the same on every replica: one target, so each series exists once.
+    job = scrape_job(prometheus_cfg, "ccmon")
     assert job.get("metrics_path", "/metrics") == "/metrics"
-    sds = job["dns_sd_configs"]
-    assert len(sds) == 1
-    sd = sds[0]
-    assert sd["names"] == ["ccmon"] and "ccmon" in services
-    assert sd.get("type", "SRV") == "A"
-    assert str(sd["port"]) == env_of(services["ccmon"])["CCMON_HTTP_PORT"]
+    assert "dns_sd_configs" not in job
+    (static,) = job["static_configs"]
+    assert static["targets"] == [f"ccmon:{env_of(services['ccmon'])['CCMON_HTTP_PORT']}"] and "ccmon" in services
     interval = job.get("scrape_interval") or prometheus_cfg["global"]["scrape_interval"]
     assert interval == "5s"
     jobs = {j["job_name"] for j in prometheus_cfg["scrape_configs"]}
     assert "prometheus" in jobs
+
+
+def test_prometheus_scrapes_every_replica_for_liveness(services: dict[str, Any],
+                                                       prometheus_cfg: dict[str, Any]) -> None:
+    job = scrape_job(prometheus_cfg, "ccmon-worker")
+    assert job["metrics_path"] == "/metrics/worker"
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["ccmon"] and sd.get("type", "SRV") == "A"
+    assert str(sd["port"]) == env_of(services["ccmon"])["CCMON_HTTP_PORT"]
 
 
 def test_prometheus_sends_alerts_to_alertmanager(services: dict[str, Any], prometheus_cfg: dict[str, Any]) -> None:
@@ -409,11 +416,15 @@ def test_every_alert_rule_has_the_required_fields(services: dict[str, Any], prom
                 for key in ("summary", "description", "runbook_url"):
                     assert ann.get(key), f"{where} has no annotations.{key}"
                 alerts[rule["alert"]] = rule
+    # Liveness is per replica (job ccmon-worker); job ccmon is the one global-view target.
     down = alerts["CcmonWorkerDown"]
-    assert down["expr"].replace(" ", "") == 'up{job="ccmon"}==0'
+    assert down["expr"].replace(" ", "") == 'up{job="ccmon-worker"}==0'
     assert down["for"] == "1m"
     assert down["labels"]["severity"] == "critical"
-    assert down["annotations"]["runbook_url"] == "docs/runbooks.md#worker-down"
+    assert down["annotations"]["runbook_url"].endswith("docs/runbooks.md#worker-down")
+    endpoint = alerts["CcmonMetricsEndpointDown"]
+    assert endpoint["expr"].replace(" ", "") == 'up{job="ccmon"}==0'
+    assert endpoint["labels"]["severity"] == "critical"
 
 
 def test_promtool_accepts_config_and_rules(tmp_path: Path, prometheus_cfg: dict[str, Any]) -> None:
