@@ -272,7 +272,7 @@ def test_ccmon_build_command_and_dependencies(services: dict[str, Any]) -> None:
     context = build if isinstance(build, str) else build.get("context", ".")
     dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
     assert (ROOT / context / dockerfile).is_file()
-    assert command_args(ccmon) == ["run"]
+    assert command_args(ccmon) == ["worker"]  # logs to stdout; Docker's restart policy supervises it
     for dep in ("kafka", "redis"):
         assert ccmon["depends_on"][dep]["condition"] == "service_healthy"
         assert "healthcheck" in services[dep], f"{dep} needs a healthcheck for service_healthy"
