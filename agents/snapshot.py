@@ -375,14 +375,26 @@ def needed_keys(queues: Iterable[str], cfg: MetricsConfig, now_ms: int) -> list[
 def assemble(queues: Iterable[str], data: StoreData, cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
     """Sum the stored structures into windows and build the snapshot (the reader's pure half)."""
     width = cfg.bucket_seconds
+    spans = sorted(reader_windows(cfg), key=lambda span: span[1])
     raws: dict[str, QueueRaw] = {}
     for queue in [*queues, GLOBAL]:
         raw = QueueRaw()
-        for name, seconds in reader_windows(cfg):
+        # Every window ends at the current bucket, so shorter ones nest in longer ones: one pass over the buckets,
+        # newest first, sums them all.
+        acc: dict[str, int] = defaultdict(int)
+        longest: Optional[int] = None
+        added = 0
+        for name, seconds in spans:
             buckets = window_buckets(width, seconds, now_ms)
-            raw.windows[name] = _sum(data.counters.get(("b", queue, b), {}) for b in buckets)
-            maxes = [data.zmax[k] for k in ((Z_WAIT, queue, b) for b in buckets) if k in data.zmax]
-            raw.max_wait_ms[name] = max(maxes) if maxes else None
+            for b in reversed(buckets[:len(buckets) - added]):
+                for k, v in data.counters.get(("b", queue, b), {}).items():
+                    acc[k] += v
+                top = data.zmax.get((Z_WAIT, queue, b))
+                if top is not None and (longest is None or top > longest):
+                    longest = top
+            added = len(buckets)
+            raw.windows[name] = dict(acc)
+            raw.max_wait_ms[name] = longest
         day = day_of(now_ms, cfg.queue(queue))
         raw.windows["today"] = dict(data.counters.get(("d", queue, day), {}))
         raw.max_wait_ms["today"] = data.zmax.get((Z_WAIT + "d", queue, day))

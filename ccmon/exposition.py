@@ -9,7 +9,7 @@ CPU, partitions), scraped on every replica for liveness.
 from __future__ import annotations
 
 import platform
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterable, Iterator, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -19,7 +19,8 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from agents import selfstats
 from agents.snapshot import WAIT_OUTCOMES, histogram
@@ -284,9 +285,47 @@ def _encode(register: Callable[[CollectorRegistry], None], accept: Optional[str]
     return encoder(registry), content_type
 
 
+_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "info": "gauge"}
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def text_format(families: Iterable[Metric]) -> bytes:
+    """The Prometheus text format (0.0.4), byte for byte what prometheus_client writes for these families.
+
+    A scrape of many queues is mostly sample lines with the same few label values,
+    so escaped values are cached; prometheus_client re-validates every label name
+    of every sample, which made it the larger half of a scrape.
+    """
+    out: list[str] = []
+    escaped: dict[str, str] = {}
+    for fam in families:
+        name = fam.name + {"counter": "_total", "info": "_info"}.get(fam.type, "")
+        doc = fam.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {_TYPES[fam.type]}\n")
+        for sample in fam.samples:
+            if sample.labels:
+                parts = []
+                for k, v in sorted(sample.labels.items()):
+                    e = escaped.get(v)
+                    if e is None:
+                        e = escaped[v] = _escape_label(v)
+                    parts.append(f'{k}="{e}"')
+                out.append(f"{sample.name}{{{','.join(parts)}}} {floatToGoString(sample.value)}\n")
+            else:
+                out.append(f"{sample.name} {floatToGoString(sample.value)}\n")
+    return "".join(out).encode()
+
+
 def render(snapshot: View, status: View, accept: Optional[str]) -> tuple[bytes, str]:
     """The global view's exposition body and content type (OpenMetrics when the scraper asks for it)."""
-    return _encode(lambda r: r.register(SnapshotCollector(snapshot, status)), accept)  # type: ignore[arg-type]
+    collector = SnapshotCollector(snapshot, status)
+    encoder, content_type = choose_encoder(accept or "")
+    if encoder is generate_latest:  # the classic text format; OpenMetrics goes through prometheus_client
+        return text_format(collector.collect()), content_type
+    return _encode(lambda r: r.register(collector), accept)  # type: ignore[arg-type]
 
 
 def render_worker(consuming: bool, partitions: Optional[int], accept: Optional[str]) -> tuple[bytes, str]:

@@ -166,3 +166,20 @@ def test_collector_yields_each_family_once() -> None:
     snap = compute(call(1, "q", 10), CFG, (T0 + 60) * 1000)
     names = [f.name for f in SnapshotCollector(snap, {"stats": {}, "lag": {}}).collect()]
     assert len(names) == len(set(names))
+
+
+def test_the_fast_text_format_is_byte_for_byte_prometheus_clients() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ccmon.exposition import text_format
+
+    events = call(1, 'odd "q"\\x\n', 10) + call(2, "vip", 30, "call.abandoned") + [
+        ev(90, "survey.response", 1, survey_id="s", kind="csat", score=5, queue="vip", agent_id="a\"1"),
+        ev(91, "kpi.sample", 1, name="churn", value=0.25),
+        ev(92, "ticket.created", 2, ticket_id="t", queue="vip", channel="web"),
+    ]
+    snap = compute(events, CFG, (T0 + 120) * 1000)
+    status = {"stats": {"consumed": 9, "rejected:late": 1, "last_commit_ms": 1795400000123}, "lag": {"cc.calls:0": 2}}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snap, status))  # type: ignore[arg-type]
+    assert text_format(SnapshotCollector(snap, status).collect()) == generate_latest(registry)
