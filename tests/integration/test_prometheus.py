@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import shutil
 import subprocess
 import time
@@ -28,6 +27,7 @@ from ccmon.store import Store
 from tests.integration.conftest import ARTIFACTS, Env, wait_for, write_jsonl
 from tests.integration.test_end_to_end import traffic
 from tests.promql import dashboard_queries, metric_names
+from tests.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +47,6 @@ queues:
 """
 # Values that follow the clock between the scrape and the JSON read (a few ms apart): compared within a bound.
 CONTINUOUS = {"ccmon_longest_wait_seconds": 2.0, "ccmon_occupancy_ratio": 1e-3}
-
-
-def need(tool: str) -> str:
-    """The tool's path; skip without it, except under CI=true where a missing tool fails."""
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is not installed; `make test` installs Debian's prometheus package")
-        pytest.skip(f"{tool} is not installed (apt install prometheus)")
-    return path
 
 
 def get(url: str, accept: str | None = None) -> tuple[bytes, str]:
@@ -83,10 +73,10 @@ class Prometheus:
         }
         self.config = tmp / "prometheus.yml"
         self.config.write_text(yaml.safe_dump(config))
-        check = subprocess.run([need("promtool"), "check", "config", str(self.config)], capture_output=True, text=True)
+        check = subprocess.run([require_tool("promtool", "Debian's prometheus package"), "check", "config", str(self.config)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         self.log = tmp / "prometheus.log"
-        self.proc = spawn([need("prometheus"), f"--config.file={self.config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+        self.proc = spawn([require_tool("prometheus", "Debian's prometheus package"), f"--config.file={self.config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
                            f"--web.listen-address=127.0.0.1:{self.port}"], self.log)
         wait_for(self._ready, 60, f"Prometheus to start (log {self.log})", 0.2)
 
@@ -266,7 +256,7 @@ def test_promtool_accepts_the_exposition(stack: tuple[Env, str, Prometheus], pat
     assert content_type.startswith("text/plain; version=0.0.4")
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"scrape{path.replace('/', '-')}.txt").write_bytes(body)
-    check = subprocess.run([need("promtool"), "check", "metrics"], input=body, capture_output=True)
+    check = subprocess.run([require_tool("promtool", "Debian's prometheus package"), "check", "metrics"], input=body, capture_output=True)
     assert check.returncode == 0, (check.stdout + check.stderr).decode()
     assert not (check.stdout + check.stderr).strip(), (check.stdout + check.stderr).decode()  # no lint warning
     om, om_type = get(base + path, accept="application/openmetrics-text; version=1.0.0")

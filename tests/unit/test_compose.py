@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from ccmon.settings import Settings, load_metrics_config, load_settings
+from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -153,14 +153,6 @@ def scrape_job(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     return jobs[0]
 
 
-def require_tool(name: str, hint: str) -> str:
-    path = shutil.which(name)
-    if path:
-        return path
-    msg = f"{name} is not on PATH; install it to validate the config with the real tool ({hint})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {msg}")
-    pytest.skip(msg)  # only outside CI: under CI=true the line above fails instead
 
 
 # ---------------------------------------------------------------- services

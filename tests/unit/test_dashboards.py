@@ -9,9 +9,7 @@ promtool is a failure, elsewhere a skip.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 import yaml
 
 from tests.promql import dashboard_queries, iter_panels, metric_names
+from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "deploy" / "grafana" / "dashboards"
@@ -78,15 +77,6 @@ def is_documented(name: str, documented: set[str]) -> bool:
     return any(name.endswith(s) and name[: -len(s)] in documented for s in HISTOGRAM_SUFFIXES)
 
 
-def require_tool(name: str, hint: str) -> str:
-    """The path of a tool, or a skip (a failure under CI=true) when it is missing."""
-    path = shutil.which(name)
-    if path:
-        return path
-    msg = f"{name} is not on PATH; install it to parse the dashboard queries with the real tool ({hint})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {msg}")
-    pytest.skip(msg)  # only outside CI: under CI=true the line above fails instead
 
 
 def variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:

@@ -6,9 +6,7 @@ with ``CI=true`` a missing promtool is a failure, elsewhere a skip.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import unicodedata
 from pathlib import Path
@@ -25,6 +23,7 @@ from alerts.defaults import (
     DefaultRule,
     Guard,
 )
+from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "ccmon.rules.yml"
@@ -49,14 +48,6 @@ _COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)\s*(?:bool\s*)?(?:(?:on|ignoring)\s*
 # ---------------------------------------------------------------- helpers
 
 
-def require_tool(name: str, hint: str) -> str:
-    path = shutil.which(name)
-    if path:
-        return path
-    msg = f"{name} is not on PATH; install it to validate the rules with the real tool ({hint})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {msg}")
-    pytest.skip(msg)  # only outside CI: under CI=true the line above fails instead
 
 
 def parse_duration(text: str) -> float:
