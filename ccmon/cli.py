@@ -1,4 +1,4 @@
-"""The ``ccmon`` command line: run, worker, send, simulate, metrics."""
+"""The ``ccmon`` command line: run, worker, send, simulate, metrics, alerts."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import IO, Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ccmon.errors import CcmonError
@@ -349,6 +350,103 @@ def _queue_table(name: str, view: dict) -> Table:
         kind = "n" if all(isinstance(v, int) or v is None for v in values) else "%"
         table.add_row(name, *[_cell(v, kind) for v in values])
     return table
+
+
+# ------------------------------------------------------------------ alerts
+
+alerts_app = typer.Typer(no_args_is_help=True, help="Check alert rule files and try rules on a snapshot.")
+app.add_typer(alerts_app, name="alerts")
+
+
+def _load_alerts(file: Optional[Path]) -> object:
+    import os
+
+    from alerts.config import AlertConfigError, load
+
+    try:
+        return load(file, os.environ)
+    except AlertConfigError as exc:
+        for problem in exc.problems:
+            err.print("[bold red]error:[/] " + escape(problem))
+        err.print(f"{len(exc.problems)} problem(s) in the alerts file")
+        raise typer.Exit(1) from None
+
+
+@alerts_app.command("check")
+def alerts_check(file: Path = typer.Argument(..., help="The alerts YAML (what CCMON_ALERTS points at).")) -> None:
+    """Validate an alerts file: every error with its line; receivers' secret variables must be set."""
+    from alerts.config import AlertsConfig
+
+    cfg = _load_alerts(file)
+    assert isinstance(cfg, AlertsConfig)
+    builtin = sum(1 for r in cfg.rules if r.builtin)
+    out.print(f"{file}: OK: {len(cfg.rules)} rules ({builtin} built-in), {len(cfg.receivers)} receivers, "
+              f"evaluated every {cfg.evaluation_interval_s:g}s")
+    for r in cfg.rules:
+        out.print(f"  {r.name}: {r.condition.describe()} for {r.for_s:g}s, {r.severity} -> "
+                  f"{', '.join(r.receivers) or '(no receiver: /api/alerts and the alerts topic only)'}", markup=False)
+
+
+@alerts_app.command("test")
+def alerts_test(
+    file: Optional[Path] = typer.Option(None, "--file", help="The alerts YAML (default: CCMON_ALERTS, else the "
+                                        "built-in rules)."),
+    snapshot: Optional[Path] = typer.Option(None, "--snapshot", help="A snapshot JSON (`ccmon metrics --json`); "
+                                            "default: the live one from Redis."),
+) -> None:
+    """Evaluate the rules against a snapshot and print what would fire (ignoring `for`)."""
+    from alerts.config import AlertsConfig
+    from alerts.engine import AlertState, Rule, evaluate, queues_of
+
+    settings = _settings()
+    cfg = _load_alerts(file if file is not None else settings.alerts)
+    assert isinstance(cfg, AlertsConfig)
+    status: dict = {"stats": {}, "lag": {}}
+    if snapshot is not None:
+        try:
+            snap = json.loads(snapshot.read_text())
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read the snapshot {snapshot}: {exc}; write one with `ccmon metrics --json > FILE`")
+            return
+        from ccmon.web import parse_instant
+
+        now_ms = parse_instant(snap.get("generated_at", str(time.time())))
+    else:
+        from ccmon.store import Store
+
+        store = Store(_endpoint(settings, "redis_url"), settings.metrics_config())
+        now_ms = int(time.time() * 1000)
+
+        async def read() -> tuple[dict, dict]:
+            try:
+                return await store.snapshot(now_ms=now_ms), await store.status()
+            finally:
+                await store.close()
+
+        try:
+            snap, status = asyncio.run(read())
+        except CcmonError as exc:
+            _fail(str(exc))
+            return
+    table = Table(title=f"rules at {snap.get('generated_at', '')}", title_justify="left")
+    table.add_column("rule", no_wrap=True, min_width=max((len(r.name) for r in cfg.rules), default=4))
+    for col in ("queue", "value", "threshold", "would", "summary"):
+        table.add_column(col)
+    firing = 0
+    for rule in cfg.rules:
+        instant = Rule(**{**rule.__dict__, "for_s": 0})
+        for queue in queues_of(rule, snap):
+            state, notes = evaluate(instant, AlertState(rule.name, queue), snap, status, now_ms)
+            if rule.change_s is not None:
+                continue  # a change needs history; the evaluator keeps it
+            fire = bool(notes)
+            firing += fire
+            value = "—" if state.value is None else f"{state.value:g}"
+            threshold = "—" if state.threshold is None else f"{state.threshold:g}"
+            table.add_row(rule.name, queue or "-", value, threshold, "[bold red]FIRE[/]" if fire else "ok",
+                          escape(notes[0].summary) if notes else "")
+    out.print(table)
+    out.print(f"{firing} alert(s) would fire (after their `for`)")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@
 --   offsets (field, expected, new) | hincrby (key, field, delta) | hset (key, field, value)
 --   hdel (key, field) | sadd (key, member) | zrem (key, member) | zadd (key, member, score)
 --   expireat (key, ts)
+-- then the channel to PUBLISH "committed" on (the alert evaluator listens there).
 local offsets = ARGV[1]
 local n = tonumber(ARGV[2])
 local bad = {}
@@ -56,4 +57,5 @@ for _ = 1, n do
   redis.call('EXPIREAT', ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+redis.call('PUBLISH', ARGV[i], 'committed')
 return {}

@@ -250,7 +250,24 @@ class SnapshotCollector:
         count = GaugeMetricFamily("ccmon_queues", "Queues seen so far.")
         count.add_metric([], float(n_queues))
         yield count
+        yield from self._alerts()
         yield build_info()
+
+    def _alerts(self) -> Iterator[Metric]:
+        view: Mapping[str, object] = self.status.get("alerts") or {}  # type: ignore[assignment]
+        active = GaugeMetricFamily("ccmon_alert_active", "1 for each pending or firing alert of ccmon's evaluator.",
+                                   labels=["rule", "queue", "severity", "state"])
+        for a in view.get("alerts", []):  # type: ignore[attr-defined]
+            active.add_metric([a["rule"], a["queue"], a["severity"] or "", a["status"]], 1.0)
+        sent = CounterMetricFamily("ccmon_alert_notifications", "Notification deliveries by receiver and result "
+                                   "(sent, failed attempt, dropped as undeliverable).", labels=["receiver", "result"])
+        queued = GaugeMetricFamily("ccmon_alert_outbox_messages", "Notifications waiting for a receiver.",
+                                   labels=["receiver"])
+        for r in view.get("receivers", []):  # type: ignore[attr-defined]
+            for result in ("sent", "failed", "dropped"):
+                sent.add_metric([r["name"], result], float(r.get(result, 0)))
+            queued.add_metric([r["name"]], float(r.get("queued", 0)))
+        yield from (active, sent, queued)
 
 
 def build_info() -> Metric:

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -20,6 +20,9 @@ from agents.business_hours import parse_calendar
 from agents.config import FILTER_OPS, CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
 from agents.core import BUILTIN_COUNTERS
 from ccmon.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alerts.config import AlertsConfig
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -200,6 +203,7 @@ class Settings(BaseSettings):
     topic_prefix: str = "cc."
     partitions: int = Field(default=4, ge=1, le=1024)
     config: Optional[Path] = None
+    alerts: Optional[Path] = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8640, ge=0, le=65535)
     data_dir: Path = Path(".ccmon")
@@ -218,9 +222,27 @@ class Settings(BaseSettings):
         """Where rejected input goes."""
         return self.topic("deadletter")
 
+    @property
+    def alerts_topic(self) -> str:
+        """Where firing and resolved alerts are published."""
+        return self.topic("alerts")
+
     def metrics_config(self) -> MetricsConfig:
         """Load and validate the queue YAML into the core's config."""
         return load_metrics_config(self.config)
+
+    def alerts_config(self) -> "AlertsConfig":
+        """Load and validate the alerts YAML (built-in rules only when CCMON_ALERTS is unset).
+
+        Receiver secrets are named by environment variable in the file and read here,
+        the one place that reads the environment.
+        """
+        from alerts.config import AlertConfigError, load
+
+        try:
+            return load(self.alerts, os.environ)
+        except AlertConfigError as exc:
+            raise ConfigError(f"the alerts file is invalid (check it with `ccmon alerts check FILE`):\n{exc}") from None
 
 
 def load_metrics_config(path: Optional[Path]) -> MetricsConfig:

@@ -101,6 +101,7 @@ class Store:
     HIGHWATER = PREFIX + "highwater"
     STREAM_TIME = PREFIX + "stream_ms"
     TOPIC_IDS = PREFIX + "topic_ids"
+    COMMITS = PREFIX + "commits"  # pub/sub channel: a batch was committed
 
     # ------------------------------------------------------------------ calls
     async def _call(self, coro):  # type: ignore[no-untyped-def]
@@ -205,7 +206,7 @@ class Store:
                 expiries[k] = at
         exp: list[object] = [x for kv in expiries.items() for x in kv]
         args += [len(incr) // 3, *incr, len(sets) // 3, *sets, len(dels) // 2, *dels, len(adds) // 2, *adds,
-                 len(zrem) // 2, *zrem, len(zadd) // 3, *zadd, len(exp) // 2, *exp]
+                 len(zrem) // 2, *zrem, len(zadd) // 3, *zadd, len(exp) // 2, *exp, self.COMMITS]
         bad = await self._call(self._commit(keys=[], args=args))
         if bad:
             wanted = {_tp_field(tp): tp for tp in c.offsets}

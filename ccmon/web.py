@@ -9,6 +9,7 @@ from typing import Any
 import faust
 from aiohttp import web
 
+from ccmon.alerting import AlertService, alerts_view
 from ccmon.errors import StoreUnavailable
 from ccmon.exposition import render, render_worker
 from ccmon.store import Store
@@ -29,7 +30,7 @@ def parse_instant(text: str) -> int:
     return round(when.timestamp() * 1000)
 
 
-def register_web(app: faust.App, store: Store) -> None:
+def register_web(app: faust.App, store: Store, alerts: AlertService | None = None) -> None:
     """Add ccmon's routes to the Faust web server."""
     ready = {"consuming": False}
 
@@ -51,11 +52,24 @@ def register_web(app: faust.App, store: Store) -> None:
         except StoreUnavailable as exc:
             return view.json({"error": str(exc)}, status=503)
 
+    @app.page("/api/alerts")
+    async def api_alerts(view: Any, request: Any) -> Any:
+        """Pending and firing alerts, and each receiver's delivery status."""
+        if alerts is None:
+            return view.json({"error": "alerting is not running in this process"}, status=404)
+        try:
+            return view.json(await alerts_view(alerts))
+        except StoreUnavailable as exc:
+            return view.json({"error": str(exc)}, status=503)
+
     @app.page("/metrics")
     async def metrics(view: Any, request: Any) -> Any:
         """Prometheus text format, or OpenMetrics when negotiated."""
         try:
-            body, content_type = render(await store.snapshot(), await store.status(), request.headers.get("Accept"))
+            status = await store.status()
+            if alerts is not None:
+                status["alerts"] = await alerts_view(alerts)
+            body, content_type = render(await store.snapshot(), status, request.headers.get("Accept"))
         except StoreUnavailable as exc:
             return view.text(f"# {exc}\n", status=503)
         return web.Response(body=body, headers={"Content-Type": content_type})

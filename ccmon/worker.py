@@ -19,6 +19,7 @@ log = logging.getLogger("ccmon.worker")
 def build_worker(settings: Settings) -> faust.Worker:
     """Check the services, create topics, reset recreated ones, and build the Faust worker."""
     from agents.workers import register_agents
+    from ccmon.alerting import register_alerts
     from ccmon.web import register_web
     from streams.app import create_app
 
@@ -28,6 +29,7 @@ def build_worker(settings: Settings) -> faust.Worker:
             "use `ccmon run` to start an embedded broker and Redis instead"
         )
     cfg = settings.metrics_config()
+    alerts_cfg = settings.alerts_config()  # a bad alerts file stops the start, with its line numbers
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     topics = ensure_topics(settings, settings.kafka_bootstrap)
     partitions = {topic: n for topic, (_tid, n) in topics.items()}
@@ -50,7 +52,8 @@ def build_worker(settings: Settings) -> faust.Worker:
     app = create_app(settings, settings.kafka_bootstrap)
     store = Store(settings.redis_url, cfg)
     register_agents(app, settings, store, cfg, partitions)
-    register_web(app, store)
+    service = register_alerts(app, settings, store, alerts_cfg)
+    register_web(app, store, service)
     return faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
 
 
@@ -59,7 +62,7 @@ def run_worker(settings: Settings) -> None:
     worker = build_worker(settings)
     print(
         f"ccmon worker: kafka {settings.kafka_bootstrap}, redis {redact_url(settings.redis_url or '')}, "
-        f"http://{settings.http_host}:{settings.http_port} (/api/snapshot, /metrics, /health)",
+        f"http://{settings.http_host}:{settings.http_port} (/api/snapshot, /api/alerts, /metrics, /health)",
         file=sys.stderr,
         flush=True,
     )

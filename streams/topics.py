@@ -12,8 +12,8 @@ from streams.events import DOMAINS
 
 
 def all_topics(settings: Settings) -> list[str]:
-    """The event topics plus the dead-letter topic."""
-    return [settings.topic(d) for d in DOMAINS] + [settings.deadletter_topic]
+    """The event topics plus the dead-letter and alerts topics."""
+    return [settings.topic(d) for d in DOMAINS] + [settings.deadletter_topic, settings.alerts_topic]
 
 
 def ensure_topics(settings: Settings, bootstrap: str) -> dict[str, tuple[str, int]]:

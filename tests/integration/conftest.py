@@ -60,6 +60,7 @@ class Env:
     partitions: int = 4
     workers: list[subprocess.Popen] = field(default_factory=list)
     config: Optional[Path] = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # non-CCMON variables (receiver secrets)
 
     def environ(self, **extra: str) -> dict[str, str]:
         """The environment a ccmon process of this test runs with."""
@@ -71,7 +72,7 @@ class Env:
         if self.config is not None:
             over["config"] = str(self.config)
         over.update(extra)
-        return child_environment(**over)
+        return {**child_environment(**over), **self.extra_env}
 
     @property
     def settings(self) -> Settings:
@@ -91,11 +92,11 @@ class Env:
             python_cmd(*args), env=self.environ(), input=input, capture_output=True, timeout=timeout
         )
 
-    def start_worker(self, name: str = "worker") -> tuple[subprocess.Popen, str]:
-        """Start ``ccmon worker`` and wait until it consumes; return it and its base URL."""
+    def start_worker(self, name: str = "worker", **settings: str) -> tuple[subprocess.Popen, str]:
+        """Start ``ccmon worker`` (with extra ``CCMON_*`` settings) and wait until it consumes."""
         port = free_port()
         log = self.tmp / f"{name}-{len(self.workers)}.log"
-        proc = spawn(python_cmd("worker"), log, self.environ(http_port=str(port)))
+        proc = spawn(python_cmd("worker"), log, self.environ(http_port=str(port), **settings))
         self.workers.append(proc)
         base = f"http://127.0.0.1:{port}"
 

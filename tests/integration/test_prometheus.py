@@ -160,8 +160,10 @@ def test_prometheus_scrapes_the_same_numbers_as_the_snapshot(stack: tuple[Env, s
     time.sleep(3)  # a few scrapes after the last commit
 
     # A scrape away from a minute edge, so no window rolls between the scrape and the JSON read.
-    scrapes = prom.query("ccmon_events_consumed_total[20s]")[0]["values"]
-    at = next(float(ts) for ts, _ in reversed(scrapes) if 2 <= float(ts) % 60 <= 57)
+    def away_from_edge() -> float | None:
+        scrapes = prom.query("ccmon_events_consumed_total[20s]")[0]["values"]
+        return next((float(ts) for ts, _ in reversed(scrapes) if 2 <= float(ts) % 60 <= 57), None)
+    at = float(wait_for(away_from_edge, 30, "a scrape away from a minute edge", 0.5))  # type: ignore[arg-type]
     got = samples(prom, at)
     res = env.ccmon("metrics", "--json", "--at", f"{at:.3f}")
     assert res.returncode == 0, res.stderr.decode()

@@ -70,7 +70,7 @@ def test_every_published_port_and_volume_is_mentioned(doc: str, compose: dict[st
 
 def test_every_topic_ccmon_uses_is_listed(doc: str) -> None:
     settings = _default_settings()
-    topics = [settings.topic(domain) for domain in DOMAINS] + [settings.deadletter_topic]
+    topics = [settings.topic(domain) for domain in DOMAINS] + [settings.deadletter_topic, settings.alerts_topic]
     assert topics == all_topics(settings), "streams.topics.all_topics and Settings disagree"
     assert settings.topic_prefix == "cc."
     for topic in topics:
