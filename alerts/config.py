@@ -93,9 +93,26 @@ class RuleModel(ConditionModel):
     @field_validator("for_", "repeat_interval", "change")
     @classmethod
     def _duration(cls, v: Optional[Duration]) -> Optional[Duration]:
-        if v is not None:
-            seconds(v)
+        if v is not None and seconds(v) < 0:
+            raise ValueError("a duration cannot be negative")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RuleModel":
+        op = next(op for op in OPS if getattr(self, op) is not None)
+        threshold = getattr(self, op)
+        if self.clear is not None and self.clear_by is not None:
+            raise ValueError("give clear or clear_by, not both")
+        if op == "equal" and (self.clear is not None or self.clear_by is not None):
+            raise ValueError("an equal rule has no hysteresis: drop clear/clear_by")
+        if self.clear is not None and not isinstance(threshold, str):
+            wrong = self.clear > threshold if op in ("above", "at_least") else self.clear < threshold
+            if wrong:
+                raise ValueError(f"clear {self.clear:g} is on the breaching side of {op} {threshold:g}; "
+                                 f"it must be {'at or below' if op != 'below' else 'at or above'} the threshold")
+        if self.repeat_interval is not None and seconds(self.repeat_interval) < 60:
+            raise ValueError("repeat_interval must be at least 1m (it re-notifies while firing)")
+        return self
 
 
 class OverrideModel(_Model):
@@ -148,6 +165,14 @@ class AlertsFileModel(_Model):
     """The whole alerts YAML."""
 
     evaluation_interval: Duration = "5s"
+
+    @field_validator("evaluation_interval")
+    @classmethod
+    def _interval(cls, v: Duration) -> Duration:
+        if seconds(v) < 0.5:
+            raise ValueError("evaluation_interval must be at least 0.5s (commits trigger evaluations anyway)")
+        return v
+
     builtin_rules: bool = True
     default_receivers: list[str] = []
     overrides: dict[str, OverrideModel] = {}

@@ -76,7 +76,7 @@ def compare(op: Op, value: float, threshold: float) -> bool:
     return value == threshold
 
 
-def _healthy_side(op: Op, value: float, clear: float) -> bool:
+def healthy_side(op: Op, value: float, clear: float) -> bool:
     """Past the clear threshold on the healthy side (the clear value itself counts as healthy)."""
     if op in ("above", "at_least"):
         return value <= clear
@@ -199,13 +199,6 @@ class Notification:
         return Notification(**d)
 
 
-class _Fields(dict):  # type: ignore[type-arg]
-    """Template fields; an unknown one is left as written rather than failing at 3am."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
 def render(template: str, fields: Mapping[str, Any]) -> str:
     """Fill ``{queue}``, ``{value}``, ``{threshold:.0%}``… in a summary or description."""
     out = []
@@ -252,7 +245,8 @@ def step(rule: Rule, state: AlertState, ev: Evaluation, now_ms: int) -> tuple[Al
     value, threshold = ev.value, ev.threshold
     known = value is not None and threshold is not None
     breach = known and ev.guard_ok and compare(rule.condition.op, value, threshold)  # type: ignore[arg-type]
-    summary = render(rule.summary, _texts(rule, state, ev, now_ms)) if breach or state.status != "inactive" else ""
+    previous_summary = state.summary
+    summary = render(rule.summary, _texts(rule, state, ev, now_ms)) if breach else state.summary
     state = replace(state, value=value, threshold=threshold, summary=summary)
 
     def note(kind: str, **extra: Any) -> Notification:
@@ -275,6 +269,11 @@ def step(rule: Rule, state: AlertState, ev: Evaluation, now_ms: int) -> tuple[Al
             return state, []
         duration = (now_ms - (state.fired_ms or now_ms)) / 1000
         out = note("resolved", duration_s=duration, duration=_human(duration))
+        now_text = "no data" if value is None else f"{value:g}"
+        out = replace(out, summary=f"Resolved: {previous_summary or out.summary}",
+                      description=f"{rule.name} in {state.queue or 'ccmon'} is back to normal after "
+                                  f"{_human(duration)}: {rule.condition.metric} is now {now_text} "
+                                  f"(alert when {SYMBOLS[rule.condition.op]} {threshold if threshold is not None else rule.condition.threshold}).")
         return replace(state, status="inactive", pending_since_ms=None, fired_ms=None, notified_ms=None,
                        summary=""), [out]
 
@@ -291,11 +290,19 @@ def _cleared(rule: Rule, value: float, threshold: float) -> bool:
     """Whether a firing alert may resolve: past the clear threshold, or (without one) no longer breaching."""
     op = rule.condition.op
     if rule.clear is not None:
-        return _healthy_side(op, value, rule.clear)
+        return healthy_side(op, value, rule.clear)
     if rule.clear_by is not None:
-        clear = threshold - rule.clear_by if op in ("above", "at_least") else threshold + rule.clear_by
-        return _healthy_side(op, value, round(clear, 9))  # 0.8 + 0.02 is 0.82, not 0.8200000000000001
+        return healthy_side(op, value, clear_bound(op, threshold, rule.clear_by))
     return not compare(op, value, threshold)
+
+
+def clear_bound(op: Op, threshold: float, clear_by: float) -> float:
+    """``clear_by`` past the threshold towards healthy; a ratio's bound stays within 0..1 (a 99% target clears at
+    100%, not at an unreachable 101%)."""
+    clear = threshold - clear_by if op in ("above", "at_least") else threshold + clear_by
+    if 0 <= threshold <= 1:
+        clear = min(max(clear, 0.0), 1.0)
+    return round(clear, 9)  # 0.8 + 0.02 is 0.82, not 0.8200000000000001
 
 
 def _human(seconds: float) -> str:
@@ -315,8 +322,8 @@ def change_value(history: Sequence[tuple[int, float]], value: Optional[float], p
     period = int(period_s * 1000)
     kept = [h for h in history if h[0] >= now_ms - 2 * period]
     base = [h for h in kept if h[0] <= now_ms - period]
-    if value is not None:
-        kept.append((now_ms, value))
+    if value is not None and (not kept or now_ms - kept[-1][0] >= period // 60):
+        kept.append((now_ms, value))  # at most ~120 samples: one per 1/60 of the period
     if value is None or not base:
         return None, tuple(kept)
     return value - base[-1][1], tuple(kept)

@@ -4,9 +4,10 @@ Only the holder of the lease evaluates and delivers. The lease carries a fencing
 number that grows with every new holder, and every write checks it inside a Lua
 script: an evaluator that paused past its lease (GC, a frozen VM) cannot write
 over its successor. State changes and the notifications they cause are written
-in one script, so a crash never loses a notification or sends one twice for one
-transition; each receiver's queue is drained in order and an entry leaves only
-after its receiver accepted it.
+in one script, so a crash never loses a notification nor queues one twice for
+one transition; each receiver's queue is drained in order and an entry leaves
+only after its receiver accepted it (delivery is at least once: a crash between
+the receiver's answer and the removal sends that one again).
 """
 
 from __future__ import annotations

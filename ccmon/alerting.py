@@ -51,6 +51,7 @@ class AlertService:
         self.token: Optional[str] = None
         self.triggered = asyncio.Event()
         self.wake: dict[str, asyncio.Event] = {}
+        self.on_commit: list[Callable[[], None]] = [self.triggered.set]  # the wallboard adds its own
         self.evaluations = 0
         self.last_evaluation_ms: Optional[int] = None
 
@@ -135,6 +136,7 @@ class AlertService:
                     log.error("%s; dropping this notification (see /api/alerts)", exc)
                     if token:
                         await self._safe(self.astore.ack(token, receiver, head, "dropped"))
+                    backoff = 1.0
                     continue
                 log.error("%s; retrying in %.0fs (the notification stays queued)", exc, backoff)
                 await asyncio.sleep(backoff)
@@ -161,7 +163,8 @@ class AlertService:
                 await pubsub.subscribe(Store.COMMITS)
                 async for msg in pubsub.listen():
                     if msg.get("type") == "message":
-                        self.triggered.set()
+                        for callback in self.on_commit:
+                            callback()
             except Exception as exc:  # noqa: BLE001 - Redis away: the periodic evaluation still runs
                 log.debug("alerts: commit channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(1.0)

@@ -111,11 +111,13 @@ def pagerduty_body(n: Notification, routing_key: str) -> dict[str, Any]:
 
 
 def alertmanager_body(n: Notification) -> list[dict[str, Any]]:
-    """Alertmanager's ``POST /api/v2/alerts``: resolved ends now; firing stays until the next repeat is due."""
+    """Alertmanager's ``POST /api/v2/alerts``: resolved ends now; firing lasts until ccmon resolves it."""
     if n.kind == "resolved":
         ends = n.at_ms
     else:
-        ends = n.at_ms + int(max(2 * (n.repeat_s or 0), 3600) * 1000)
+        # ccmon sends no keep-alive (only firing, repeat and resolve), so the alert must outlive a long
+        # incident in Alertmanager: twice the repeat interval, or a week without one. The resolve ends it.
+        ends = n.at_ms + int((2 * n.repeat_s if n.repeat_s else 7 * 86400) * 1000)
     labels = {"alertname": n.rule, "severity": n.severity, "source": "ccmon"}
     if n.queue:
         labels["queue"] = n.queue

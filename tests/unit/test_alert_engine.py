@@ -137,6 +137,22 @@ def test_the_predictive_message_says_how_many_agents_are_missing() -> None:
     assert notes[0].summary == "Queue q is 3 agents short" and "Add 3 agents" in notes[0].description
 
 
+def test_a_99_percent_target_clears_at_100_percent() -> None:
+    rule = Rule(name="SL", condition=Condition("service_level", "15m", "below", "sl_target"), clear_by=0.02)
+    assert run(rule, [0.5, 1.0], threshold=0.99) == [(0, "firing"), (10, "resolved")]
+
+
+def test_the_resolve_says_it_is_resolved_and_how_long_it_lasted() -> None:
+    state = AlertState("Waiting", "sales")
+    notes: list[Notification] = []
+    for i, v in enumerate([5, 5, 5, 5, 7, 2, 0]):
+        state, out = step(WAITING, state, Evaluation(v, 3), i * 10 * S)
+        notes += out
+    resolved = notes[-1]
+    assert resolved.summary == "Resolved: 7 waiting in sales"  # the last firing text, not the current value
+    assert "back to normal after 30s" in resolved.description and "now 0" in resolved.description
+
+
 def test_builtins_read_snapshot_fields() -> None:
     by = {r.name: r for r in builtin_rules()}
     assert by["CcmonServiceLevelBelowTarget"].condition == Condition("service_level", "15m", "below", "sl_target")
@@ -176,6 +192,11 @@ rules:
     ("rules: [\n", "alerts:2: not valid YAML"),
     ("rules:\n  - {name: CcmonCallsBlocked, metric: x, above: 1}\n", "alerts:2: rule CcmonCallsBlocked is defined twice"),
     ("rules:\n  - {name: A, metric: lag, window: system, above: 1}\n", "alerts:2: window system has the metrics"),
+    ("rules:\n  - {name: A, metric: x, above: 5, clear: 6}\n", "alerts:2: rules.0: Value error, clear 6 is on the"),
+    ("rules:\n  - {name: A, metric: x, below: 5, clear: 6, clear_by: 1}\n", "alerts:2: rules.0: Value error, give clear"),
+    ("rules:\n  - {name: A, metric: x, equal: 0, clear_by: 1}\n", "alerts:2: rules.0: Value error, an equal rule"),
+    ("rules:\n  - {name: A, metric: x, above: 1, repeat_interval: 0s}\n", "alerts:2: rules.0: Value error, repeat"),
+    ("evaluation_interval: 0s\n", "alerts:1: evaluation_interval: Value error"),
 ])
 def test_config_errors_name_their_line(text: str, problem: str) -> None:
     with pytest.raises(AlertConfigError) as info:
