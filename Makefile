@@ -15,16 +15,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real tools some tests use: prometheus, promtool and amtool (Debian's prometheus and prometheus-alertmanager).
+# Real tools the tests use, from Debian: prometheus, promtool, alertmanager and amtool (prometheus,
+# prometheus-alertmanager), and headless Chromium with its driver (chromium, chromium-driver).
 tools:
-	@missing=""; for t in prometheus promtool amtool; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in prometheus promtool prometheus-alertmanager amtool chromium chromedriver; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's prometheus and prometheus-alertmanager (for$$missing)…"; \
+	    echo "installing Debian's prometheus, prometheus-alertmanager, chromium and chromium-driver (for$$missing)…"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus prometheus-alertmanager >/dev/null; \
+	      prometheus prometheus-alertmanager chromium chromium-driver >/dev/null; \
 	  else \
-	    echo "note:$$missing not found: install Debian's prometheus and prometheus-alertmanager;"; \
+	    echo "note:$$missing not found: install Debian's prometheus, prometheus-alertmanager, chromium, chromium-driver;"; \
 	    echo "      until then those checks skip (and fail under CI=true)"; \
 	  fi; \
 	fi

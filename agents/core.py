@@ -363,6 +363,14 @@ class AgentStateRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     agent_id: str = ""
     changes: tuple[AgentMark, ...] = ()
     seen: tuple[str, ...] = ()
+    reasons: tuple[tuple[str, str], ...] = ()  # (event_id, reason) of the changes that gave one (the agent view)
+
+    def latest(self) -> Optional[tuple[int, str, tuple[str, ...], Optional[str]]]:
+        """(since ms, state, queues, reason) of the newest change."""
+        if not self.changes:
+            return None
+        since, event_id, st, queues = self.changes[-1]
+        return since, st, queues, dict(self.reasons).get(event_id)
 
 
 def _split_ms(start: int, end: int, width_s: int) -> Iterable[tuple[int, int]]:
@@ -390,10 +398,12 @@ class AgentsCore(BaseCore):
         if ev.event_id in state.seen:
             return None, "duplicate", ""
         mark: AgentMark = (ev.ts_ms, ev.event_id, ev.state, tuple(ev.queues))  # type: ignore[attr-defined]
+        reason = ev.reason  # type: ignore[attr-defined]
         new = AgentStateRecord(
             agent_id=ev.agent_id,  # type: ignore[attr-defined]
             changes=tuple(sorted(state.changes + (mark,))),
             seen=state.seen + (ev.event_id,),
+            reasons=state.reasons + ((ev.event_id, reason),) if reason else state.reasons,
         )
         return new, "", ""
 
@@ -440,7 +450,8 @@ class AgentsCore(BaseCore):
             return state
         dropped = {ch[1] for ch in changes[:keep_from]}
         return AgentStateRecord(
-            agent_id=state.agent_id, changes=changes[keep_from:], seen=tuple(e for e in state.seen if e not in dropped)
+            agent_id=state.agent_id, changes=changes[keep_from:], seen=tuple(e for e in state.seen if e not in dropped),
+            reasons=tuple(r for r in state.reasons if r[0] not in dropped),
         )
 
 

@@ -204,6 +204,7 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, le=1024)
     config: Optional[Path] = None
     alerts: Optional[Path] = None
+    wallboard_token: Optional[str] = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8640, ge=0, le=65535)
     data_dir: Path = Path(".ccmon")

@@ -252,6 +252,24 @@ class Store:
                     data.ticket_members[(kind, q)] = scores
         return assemble(queues, data, self.cfg, now_ms)
 
+    async def agent_states(self, topic: str, partitions: int) -> list[dict[str, object]]:
+        """Every agent's latest state (since, queues, reason), read from the agents topic's entity states."""
+        from agents.core import decode_state
+
+        pipe = self.redis.pipeline(transaction=False)
+        for p in range(partitions):
+            pipe.hgetall(self.state_key((topic, p)))
+        out = []
+        for rows in await self._call(pipe.execute()):
+            for raw in rows.values():
+                rec = decode_state("agents", raw)
+                latest = rec.latest()  # type: ignore[attr-defined]
+                if latest is not None:
+                    since, st, queues, reason = latest
+                    out.append({"agent_id": rec.agent_id, "state": st, "since": since / 1000,  # type: ignore[attr-defined]
+                                "queues": list(queues), "reason": reason})
+        return sorted(out, key=lambda a: str(a["agent_id"]))
+
     async def status(self) -> dict[str, object]:
         """Worker self-stats: counters, last commit time, and lag per partition."""
         pipe = self.redis.pipeline(transaction=False)

@@ -115,6 +115,7 @@ class Supervisor:
                 self.logs / "simulator.log", self.env,
             )
             self.say(f"demo traffic: {self.demo_rate:g} calls/h per queue, {agents} agents per queue")
+        self.say(f"wallboard {self.http}/wallboard   (TV: {self.http}/wallboard?tv=1)")
         self.say(f"snapshot  {self.http}/api/snapshot")
         self.say(f"metrics   {self.http}/metrics")
         self.say(f"health    {self.http}/health")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any
@@ -9,10 +10,13 @@ from typing import Any
 import faust
 from aiohttp import web
 
+from alerts.config import AlertsConfig
 from ccmon.alerting import AlertService, alerts_view
 from ccmon.errors import StoreUnavailable
 from ccmon.exposition import render, render_worker
+from ccmon.settings import Settings
 from ccmon.store import Store
+from ccmon.wallboard import SECURITY_HEADERS, Hub, asset, token_ok
 
 
 def parse_instant(text: str) -> int:
@@ -30,9 +34,58 @@ def parse_instant(text: str) -> int:
     return round(when.timestamp() * 1000)
 
 
-def register_web(app: faust.App, store: Store, alerts: AlertService | None = None) -> None:
+def register_web(app: faust.App, store: Store, alerts: AlertService | None = None,
+                 settings: Settings | None = None, agents_partitions: int = 1) -> None:
     """Add ccmon's routes to the Faust web server."""
     ready = {"consuming": False}
+    settings = settings or Settings()
+    hub = Hub(store, alerts.cfg if alerts is not None else AlertsConfig(), settings.topic("agents"), agents_partitions,
+              alerts, consuming=lambda: ready["consuming"])
+    if alerts is not None:
+        alerts.on_commit.append(hub.trigger.set)
+
+    def denied() -> web.Response:
+        return web.Response(status=401, text="401: this wallboard needs its token: open /wallboard?token=…\n",
+                            headers=SECURITY_HEADERS)
+
+    @app.page("/wallboard")
+    async def wallboard(view: Any, request: Any) -> Any:
+        """The live wallboard page (``?queues=a,b``, ``?tv=1``, ``?view=agents``)."""
+        if not token_ok(settings.wallboard_token, request.query, request.headers):
+            return denied()
+        return web.Response(body=asset("index.html"), content_type="text/html", charset="utf-8",
+                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+    @app.page("/wallboard/app.js")
+    async def wallboard_js(view: Any, request: Any) -> Any:
+        """The page's script."""
+        return web.Response(body=asset("app.js"), content_type="text/javascript", charset="utf-8",
+                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+    @app.page("/wallboard/app.css")
+    async def wallboard_css(view: Any, request: Any) -> Any:
+        """The page's style sheet."""
+        return web.Response(body=asset("app.css"), content_type="text/css", charset="utf-8",
+                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+    @app.page("/wallboard/stream")
+    async def wallboard_stream(view: Any, request: Any) -> Any:
+        """Server-Sent Events: a snapshot message at least every second and right after commits."""
+        if not token_ok(settings.wallboard_token, request.query, request.headers):
+            return denied()
+        resp = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        screen = hub.subscribe()
+        try:
+            await resp.write(b"retry: 1000\n\n")
+            while True:
+                await resp.write(await screen.get())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            hub.unsubscribe(screen)
+        return resp
 
     @app.on_rebalance_complete.connect
     async def _consuming(sender: Any, **_: Any) -> None:

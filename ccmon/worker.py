@@ -53,7 +53,7 @@ def build_worker(settings: Settings) -> faust.Worker:
     store = Store(settings.redis_url, cfg)
     register_agents(app, settings, store, cfg, partitions)
     service = register_alerts(app, settings, store, alerts_cfg)
-    register_web(app, store, service)
+    register_web(app, store, service, settings, partitions[settings.topic("agents")])
     return faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
 
 
@@ -62,7 +62,7 @@ def run_worker(settings: Settings) -> None:
     worker = build_worker(settings)
     print(
         f"ccmon worker: kafka {settings.kafka_bootstrap}, redis {redact_url(settings.redis_url or '')}, "
-        f"http://{settings.http_host}:{settings.http_port} (/api/snapshot, /api/alerts, /metrics, /health)",
+        f"http://{settings.http_host}:{settings.http_port} (/wallboard, /api/snapshot, /api/alerts, /metrics, /health)",
         file=sys.stderr,
         flush=True,
     )

@@ -94,7 +94,7 @@ class Env:
 
     def start_worker(self, name: str = "worker", **settings: str) -> tuple[subprocess.Popen, str]:
         """Start ``ccmon worker`` (with extra ``CCMON_*`` settings) and wait until it consumes."""
-        port = free_port()
+        port = int(settings.pop("http_port", 0)) or free_port()
         log = self.tmp / f"{name}-{len(self.workers)}.log"
         proc = spawn(python_cmd("worker"), log, self.environ(http_port=str(port), **settings))
         self.workers.append(proc)
