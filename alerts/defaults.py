@@ -56,14 +56,6 @@ def _check_clear(op: Op, threshold: float, clear: float | None, where: str) -> N
         raise ValueError(f"{where}: clear {clear} must not be below threshold {threshold}")
 
 
-def _breaches(op: Op, value: float, threshold: float) -> bool:
-    if op == "above":
-        return value > threshold
-    if op == "below":
-        return value < threshold
-    if op == "at_least":
-        return value >= threshold
-    return value == threshold
 
 
 @dataclass(frozen=True)
@@ -77,9 +69,6 @@ class Guard:
     window: str | None = None
     aggregate: Aggregate = "max_by_queue"
 
-    def holds(self, value: float) -> bool:
-        """Whether ``value`` satisfies the guard."""
-        return _breaches(self.op, value, self.threshold)
 
 
 @dataclass(frozen=True)
@@ -128,37 +117,6 @@ class DefaultRule:
     def runbook_url(self) -> str:
         """The runbook section's URL, as in the Prometheus rule's annotation."""
         return f"{RUNBOOK_BASE}#{self.runbook}"
-
-    def threshold_value(self, target: float | None = None) -> float:
-        """The numeric threshold; a ``"target"`` rule needs the queue's target."""
-        if self.threshold == TARGET:
-            if target is None:
-                raise ValueError(f"{self.name}: needs the queue's service level target")
-            return target
-        return float(self.threshold)
-
-    def clear_value(self, target: float | None = None) -> float:
-        """The value at which a firing rule resolves (the threshold itself without hysteresis)."""
-        threshold = self.threshold_value(target)
-        if self.clear is None:
-            return threshold
-        if self.threshold == TARGET:
-            # A target is a ratio: a bound above 1 could never be reached. Rounded so
-            # 0.8 + 0.02 is 0.82, not 0.8200000000000001.
-            bound = round(threshold + self.clear, 9)
-            return min(bound, 1.0) if self.op == "below" else max(bound, 0.0)
-        return self.clear
-
-    def breaches(self, value: float, target: float | None = None) -> bool:
-        """Whether ``value`` meets the firing condition (guard not included)."""
-        return _breaches(self.op, value, self.threshold_value(target))
-
-    def cleared(self, value: float, target: float | None = None) -> bool:
-        """Whether a firing rule may resolve at ``value`` (hysteresis applied)."""
-        if self.clear is None:
-            return not self.breaches(value, target)
-        bound = self.clear_value(target)
-        return value >= bound if self.op == "below" else value <= bound
 
 
 _LAG = Guard("ccmon_consumer_lag_messages", "above", 0, aggregate="sum")
