@@ -175,6 +175,9 @@ def test_prometheus_scrapes_the_same_numbers_as_the_snapshot(stack: tuple[Env, s
         {"at": at, "prometheus": {f"{n}{dict(sorted(l))}": v for (n, l), v in sorted(got.items(), key=str)},
          "snapshot": snap}, indent=1, default=str))
 
+    # The alert evaluator's own families (ccmon_alert_*) follow its evaluations, not the snapshot: not compared here
+    # (tests/integration/test_alerts.py covers them).
+    got = {k: v for k, v in got.items() if not k[0].startswith("ccmon_alert_")}
     assert set(got) == set(want), (
         f"only in Prometheus: {sorted(set(got) - set(want), key=str)[:10]}; "
         f"only in the snapshot: {sorted(set(want) - set(got), key=str)[:10]}"
