@@ -16,16 +16,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Real tools the tests use, from Debian: prometheus, promtool, alertmanager and amtool (prometheus,
-# prometheus-alertmanager), and headless Chromium with its driver (chromium, chromium-driver).
+# prometheus-alertmanager), headless Chromium with its driver (chromium, chromium-driver), and kcat.
 tools:
-	@missing=""; for t in prometheus promtool prometheus-alertmanager amtool chromium chromedriver; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in prometheus promtool prometheus-alertmanager amtool chromium chromedriver kcat; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's prometheus, prometheus-alertmanager, chromium and chromium-driver (for$$missing)…"; \
+	    echo "installing Debian's prometheus, prometheus-alertmanager, chromium, chromium-driver and kcat (for$$missing)…"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus prometheus-alertmanager chromium chromium-driver >/dev/null; \
+	      prometheus prometheus-alertmanager chromium chromium-driver kcat >/dev/null; \
 	  else \
-	    echo "note:$$missing not found: install Debian's prometheus, prometheus-alertmanager, chromium, chromium-driver;"; \
+	    echo "note:$$missing not found: install Debian's prometheus, prometheus-alertmanager, chromium, chromium-driver, kcat;"; \
 	    echo "      until then those checks skip (and fail under CI=true)"; \
 	  fi; \
 	fi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import sys
 import time
@@ -92,47 +91,113 @@ def run(
 # -------------------------------------------------------------------- send
 
 
-def _lines(source: str) -> Iterator[tuple[int, bytes]]:
-    stream: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")
+CSV_NUMBERS = {"ts": float, "score": int, "value": float, "hold_seconds": float}
+CSV_LISTS = ("queues", "tags")  # cells split on ";"
+CSV_BOOLS = ("public",)
+
+
+def csv_row_to_json(row: dict[str, str]) -> bytes:
+    """One CSV row as a contract JSON line: empty cells are absent, ``attributes.KEY`` columns nest, lists split on
+    ``;``, numbers and booleans are converted (an unconvertible cell stays text, so the validator says why)."""
+    event: dict[str, object] = {}
+    for key, cell in row.items():
+        if key is None or cell is None or cell == "":
+            continue
+        key = key.strip()
+        value: object = cell
+        if key in CSV_NUMBERS:
+            try:
+                value = CSV_NUMBERS[key](cell)
+            except ValueError:
+                value = cell
+        elif key in CSV_LISTS:
+            value = [part.strip() for part in cell.split(";") if part.strip()]
+        elif key in CSV_BOOLS:
+            value = cell.strip().lower() in ("true", "1", "yes")
+        if key.startswith("attributes."):
+            event.setdefault("attributes", {})[key[len("attributes."):]] = value  # type: ignore[union-attr]
+        else:
+            event[key] = value
+    return json.dumps(event).encode()
+
+
+def _event_lines(source: str, fmt: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, JSON bytes) of each event in a JSONL or CSV file, or standard input."""
+    import csv
+    import io
+
+    binary: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")
     try:
-        for n, line in enumerate(stream, 1):
+        if fmt == "csv":
+            reader = csv.DictReader(io.TextIOWrapper(binary, encoding="utf-8", newline=""))
+            for row in reader:
+                yield reader.line_num, csv_row_to_json(row)
+            return
+        for n, line in enumerate(binary, 1):
             if line.strip():
                 yield n, line.rstrip(b"\r\n")
     finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+        if binary is not sys.stdin.buffer:
+            binary.close()
 
 
 @app.command()
 def send(
-    file: str = typer.Argument(..., help="A JSONL file of events, or - for standard input."),
+    file: str = typer.Argument(..., help="A JSONL or CSV file of events, or - for standard input."),
     chunk: int = typer.Option(10_000, help="Lines validated and published per round trip."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="jsonl or csv (default: from the file name; jsonl)."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Send at most this many events per second."),
+    preserve_timing: bool = typer.Option(False, "--preserve-timing", help="Replay with the gaps between the "
+                                         "events' own ts (in file order); --speed scales them."),
+    speed: float = typer.Option(1.0, "--speed", help="With --preserve-timing: event seconds per wall second."),
 ) -> None:
-    """Validate JSONL events and publish them; rejects go to the dead-letter topic. Exit 1 if any line was rejected."""
+    """Validate events and publish them; rejects go to the dead-letter topic. Exit 1 if any line was rejected."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from streams.deadletter import encode as encode_dl, make_dead_letter
     from streams.events import Rejected, decode_line
     from streams.producer import Publisher
 
     settings = _settings()
     if file != "-" and not Path(file).is_file():
-        _fail(f"{file} does not exist; pass a JSONL file of events, or - to read standard input")
+        _fail(f"{file} does not exist; pass a JSONL or CSV file of events, or - to read standard input")
+    fmt = (fmt or ("csv" if file.lower().endswith(".csv") else "jsonl")).lower()
+    if fmt not in ("jsonl", "csv"):
+        _fail(f"--format {fmt} is not known; use jsonl or csv")
+    if (rate is not None and rate <= 0) or speed <= 0:
+        _fail("--rate and --speed must be positive")
     try:
         publisher = Publisher(settings, _endpoint(settings, "kafka_bootstrap"))
     except CcmonError as exc:
         _fail(str(exc))
         return
+    total = None
+    if file != "-":
+        with open(file, "rb") as fh:
+            total = sum(1 for line in fh if line.strip()) - (1 if fmt == "csv" else 0)
+    paced = rate is not None or preserve_timing
     reasons: Counter[str] = Counter()
     examples: list[str] = []
     sent = 0
     started = time.monotonic()
+    first_ts: Optional[float] = None
+    progress = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("rejected {task.fields[rej]}"), TimeElapsedColumn(), console=err,
+                        disable=not sys.stderr.isatty())
+    good: list = []
+    dead: list[bytes] = []
+
+    def flush() -> None:
+        nonlocal sent, good, dead
+        sent += publisher.publish(good)
+        if dead:
+            publisher.dead_letter(dead)
+        good, dead = [], []
+
     try:
-        lines = _lines(file)
-        while True:
-            block = list(itertools.islice(lines, chunk))
-            if not block:
-                break
-            good, dead = [], []
-            for n, line in block:
+        with progress:
+            task = progress.add_task("send", total=total, rej=0)
+            for done, (n, line) in enumerate(_event_lines(file, fmt)):
                 item = decode_line(line)
                 if isinstance(item, Rejected):
                     reasons[item.reason] += 1
@@ -140,12 +205,21 @@ def send(
                         examples.append(f"line {n}: {item.reason}: {item.detail}")
                     dead.append(encode_dl(make_dead_letter(line, item.reason, item.detail, "send", line=n)))
                 else:
+                    if paced:
+                        # Send what is due, then wait for this event's moment: by --rate, or by its own ts.
+                        if preserve_timing:
+                            first_ts = item.ts_ms / 1000 if first_ts is None else first_ts
+                            due = started + max(0.0, item.ts_ms / 1000 - first_ts) / speed
+                        else:
+                            due = started + done / rate  # type: ignore[operator]
+                        if due > time.monotonic():
+                            flush()
+                            time.sleep(max(0.0, due - time.monotonic()))
                     good.append((item, line))
-            sent += publisher.publish(good)
-            if dead:
-                publisher.dead_letter(dead)
-            if sys.stderr.isatty():
-                err.print(f"sent {sent}, rejected {sum(reasons.values())}…", end="\r")
+                if len(good) + len(dead) >= chunk:
+                    flush()
+                progress.update(task, advance=1, rej=sum(reasons.values()))
+            flush()
     except CcmonError as exc:
         _fail(f"{exc} (sent {sent} before the failure)")
     finally:
@@ -352,6 +426,46 @@ def _queue_table(name: str, view: dict) -> Table:
     return table
 
 
+# ---------------------------------------------------------------- backfill
+
+
+@app.command()
+def backfill(
+    yes: bool = typer.Option(False, "--yes", help="Confirm: ccmon's keys in this Redis db are deleted and rebuilt."),
+    force: bool = typer.Option(False, "--force", help="Run even though a worker committed in the last 15 s."),
+) -> None:
+    """Rebuild Redis from the Kafka history (after losing Redis, or changing thresholds or windows). Stop workers first."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ccmon.backfill import backfill as run_backfill
+
+    settings = _settings()
+    if not yes:
+        _fail("a backfill deletes ccmon's keys in Redis (alert state excepted) and rebuilds them from Kafka: stop "
+              "every worker, then run `ccmon backfill --yes`")
+    settings = settings.model_copy(update={"kafka_bootstrap": _endpoint(settings, "kafka_bootstrap"),
+                                           "redis_url": _endpoint(settings, "redis_url")})
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, disable=not sys.stderr.isatty())
+    tasks: dict[str, object] = {}
+
+    def progress(topic: str, done: int, total: int) -> None:
+        if topic not in tasks:
+            tasks[topic] = bars.add_task(topic, total=total or None)
+        bars.update(tasks[topic], completed=done, total=total or None)  # type: ignore[arg-type]
+
+    started = time.monotonic()
+    try:
+        with bars:
+            read = asyncio.run(run_backfill(settings, progress, force=force))
+    except CcmonError as exc:
+        _fail(str(exc))
+        return
+    took = time.monotonic() - started
+    out.print(f"backfill done in {took:.1f}s: " + ", ".join(f"{t}: {n} messages" for t, n in read.items()))
+    out.print("start the workers again; they carry on from the rebuilt offsets")
+
+
 # ------------------------------------------------------------------ alerts
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Check alert rule files and try rules on a snapshot.")
@@ -447,6 +561,10 @@ def alerts_test(
                           escape(notes[0].summary) if notes else "")
     out.print(table)
     out.print(f"{firing} alert(s) would fire (after their `for`)")
+
+
+from ccmon.ingest_cli import ingest_app
+app.add_typer(ingest_app, name="ingest")
 
 
 def main() -> None:

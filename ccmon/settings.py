@@ -205,6 +205,12 @@ class Settings(BaseSettings):
     config: Optional[Path] = None
     alerts: Optional[Path] = None
     wallboard_token: Optional[str] = None
+    ingest_tokens: Optional[str] = None
+    ingest_open: bool = False
+    ingest_max_bytes: int = Field(default=1_048_576, ge=1024)
+    ingest_max_line: int = Field(default=65_536, ge=256)
+    ingest_rate: float = Field(default=20_000.0, gt=0)
+    mappings_dir: Optional[Path] = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8640, ge=0, le=65535)
     data_dir: Path = Path(".ccmon")

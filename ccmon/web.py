@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.parse
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import faust
 from aiohttp import web
+from faust.web import View
 
 from alerts.config import AlertsConfig
 from ccmon.alerting import AlertService, alerts_view
-from ccmon.errors import StoreUnavailable
+from ccmon.errors import CcmonError, StoreUnavailable
+from ccmon.ingest import RateLimiter, authorized, publish, split_body, tokens_of, validate
+from ccmon.openapi import document as openapi_document
 from ccmon.exposition import render, render_worker
 from ccmon.settings import Settings
 from ccmon.store import Store
 from ccmon.wallboard import SECURITY_HEADERS, Hub, asset, token_ok
+from streams.producer import Publisher
 
 
 def parse_instant(text: str) -> int:
@@ -104,6 +110,105 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             return view.json(await store.snapshot(now_ms=at, only=only))
         except StoreUnavailable as exc:
             return view.json({"error": str(exc)}, status=503)
+
+    limiter = RateLimiter(settings.ingest_rate)
+    tokens = tokens_of(settings.ingest_tokens)
+    publisher: dict[str, Any] = {}
+    mappings: dict[str, Any] = {}
+
+    def ingest_error(status: int, message: str, **headers: str) -> web.Response:
+        return web.json_response({"error": message}, status=status, headers={**SECURITY_HEADERS, **headers})
+
+    async def read_limited(request: Any) -> bytes | None:
+        """The body, or None when it is over the limit (without reading all of it)."""
+        if request.content_length is not None and request.content_length > settings.ingest_max_bytes:
+            return None
+        parts: list[bytes] = []
+        size = 0
+        while size <= settings.ingest_max_bytes:
+            part = await request.content.read(settings.ingest_max_bytes + 1 - size)  # returns what has arrived
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+            size += len(part)
+        return None
+
+    async def ingest(request: Any, lines: Callable[[bytes], list[bytes]], source: str) -> web.Response:
+        if not tokens and not settings.ingest_open:
+            return ingest_error(401, "ingest is closed: set CCMON_INGEST_TOKENS (or CCMON_INGEST_OPEN=true for "
+                                     "local use only)")
+        key = "open"
+        if tokens:
+            found = authorized(tokens, request.headers.get("Authorization", ""))
+            if found is None:
+                return ingest_error(401, "send Authorization: Bearer <one of CCMON_INGEST_TOKENS>",
+                                    **{"WWW-Authenticate": "Bearer"})
+            key = found
+        body = await read_limited(request)
+        if body is None:
+            return ingest_error(413, f"the body is larger than {settings.ingest_max_bytes} bytes "
+                                     "(CCMON_INGEST_MAX_BYTES); send smaller NDJSON chunks")
+        try:
+            split = lines(body)
+        except ValueError as exc:
+            return ingest_error(400, str(exc))
+        wait = limiter.take(key, len(split))
+        if wait:
+            if wait == float("inf"):
+                return ingest_error(413, f"{len(split)} events in one request exceed this token's burst "
+                                         f"({2 * settings.ingest_rate:g}); send smaller chunks")
+            return ingest_error(429, f"over {settings.ingest_rate:g} events/s for this token; retry later",
+                                **{"Retry-After": str(max(1, int(wait + 0.999)))})
+        outcome = validate(split, source, settings.ingest_max_line)
+        if "p" not in publisher:
+            publisher["p"] = await asyncio.to_thread(Publisher, settings, settings.kafka_bootstrap)
+        try:
+            await publish(publisher["p"], outcome)
+        except CcmonError as exc:
+            return ingest_error(503, f"{exc}; nothing is lost by retrying the same request (event ids dedup)")
+        status = 200 if outcome.accepted == len(outcome.results) else 207
+        return web.json_response(outcome.body(), status=status, headers=SECURITY_HEADERS)
+
+    @app.page("/api/events")
+    class Events(View):
+        """``POST`` one JSON event or NDJSON."""
+
+        async def post(self, request: Any) -> Any:
+            return await ingest(request, lambda b: split_body(b, request.headers.get("Content-Type", "")), "http")
+
+    @app.page("/api/webhooks/{mapping}")
+    class Webhooks(View):
+        """``POST`` a product's webhook; a mapping file turns it into events."""
+
+        async def post(self, request: Any, mapping: str) -> Any:
+            from ccmon.adapters.mapping import load_mapping, map_payload
+
+            m = mappings.get(mapping)
+            if m is None:
+                path = settings.mappings_dir / f"{mapping}.yaml" if settings.mappings_dir else None
+                if path is None or not mapping.replace("_", "").replace("-", "").isalnum() or not path.is_file():
+                    return ingest_error(404, f"no mapping {mapping!r} in CCMON_MAPPINGS_DIR "
+                                             f"({settings.mappings_dir or 'not set'})")
+                m = mappings[mapping] = load_mapping(path)
+            ctype = request.headers.get("Content-Type", "")
+
+            def lines(body: bytes) -> list[bytes]:
+                if ctype.startswith("application/x-www-form-urlencoded"):
+                    payload: Any = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace")))
+                else:
+                    try:
+                        payload = json.loads(body)
+                    except ValueError:
+                        raise ValueError("the webhook body is not JSON (or send it form-encoded)") from None
+                events, _problems = map_payload(m, payload)
+                return [json.dumps(e).encode() for e in events]
+
+            return await ingest(request, lines, f"webhook:{mapping}")
+
+    @app.page("/api/openapi.json")
+    async def openapi(view: Any, request: Any) -> Any:
+        """The OpenAPI description of this API."""
+        return web.json_response(openapi_document(), headers=SECURITY_HEADERS)
 
     @app.page("/api/alerts")
     async def api_alerts(view: Any, request: Any) -> Any:
