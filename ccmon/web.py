@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.parse
 from datetime import datetime
 from typing import Any, Callable
 
@@ -181,7 +180,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
         """``POST`` a product's webhook; a mapping file turns it into events."""
 
         async def post(self, request: Any, mapping: str) -> Any:
-            from ccmon.adapters.mapping import load_mapping, map_payload
+            from ccmon.adapters.mapping import load_mapping, map_payload, parse_body
 
             m = mappings.get(mapping)
             if m is None:
@@ -193,14 +192,10 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             ctype = request.headers.get("Content-Type", "")
 
             def lines(body: bytes) -> list[bytes]:
-                if ctype.startswith("application/x-www-form-urlencoded"):
-                    payload: Any = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace")))
-                else:
-                    try:
-                        payload = json.loads(body)
-                    except ValueError:
-                        raise ValueError("the webhook body is not JSON (or send it form-encoded)") from None
-                events, _problems = map_payload(m, payload)
+                payload = parse_body(body, ctype)  # ValueError -> 400 with the reason
+                events, problems = map_payload(m, payload)
+                if problems and not events:
+                    raise ValueError(f"mapping {mapping}: " + "; ".join(problems))
                 return [json.dumps(e).encode() for e in events]
 
             return await ingest(request, lines, f"webhook:{mapping}")

@@ -202,3 +202,22 @@ def test_backfill_after_flushall_reproduces_the_snapshot(env: Env) -> None:
     wait_for(lambda: env.stats().get("consumed", 0) >= len(events) + 1, 60, "the new event")
     time.sleep(1)
     assert env.stats()["consumed"] == len(events) + 1
+
+
+def test_webhook_mapping_over_http(env: Env) -> None:
+    root = Path(__file__).resolve().parents[2] / "deploy" / "mappings"
+    env.extra_env = {"CCMON_INGEST_TOKENS": TOKEN, "CCMON_MAPPINGS_DIR": str(root)}
+    _, base = env.start_worker()
+    sample = sorted((root / "samples" / "zendesk").glob("*.json"))
+    payloads = [p for p in sample if not p.name.endswith(".expected.json")]
+    expected = 0
+    for p in payloads:
+        want = json.loads(p.with_name(p.name[:-len(".json")] + ".expected.json").read_text())
+        status, body, _ = post(base + "/api/webhooks/zendesk", p.read_bytes(), ctype="application/json")
+        if want:
+            assert status == 200 and body["accepted"] == len(want), (p.name, body)
+            expected += len(want)
+    assert post(base + "/api/webhooks/nope", b"{}", ctype="application/json")[0] == 404
+    status, body, _ = post(base + "/api/webhooks/zendesk", b"not json", ctype="application/json")
+    assert status == 400 and body["error"]
+    env.wait_consumed(expected, 60)
