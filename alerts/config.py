@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alerts.defaults import DEFAULT_RULES, TARGET, DefaultRule, Guard
+from ccmon.yamlsource import compose, line_of
 from alerts.engine import ALL, NOW, SYSTEM, SYSTEM_METRICS, Condition, Rule
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -304,20 +305,12 @@ def builtin_rules() -> tuple[Rule, ...]:
 # --------------------------------------------------------------- loading
 
 
+_ALIASES = {"for_": "for", "sender": "from"}
+
+
 def _line_of(node: yaml.Node, loc: tuple[Union[str, int], ...]) -> int:
-    """The 1-based line of the YAML node at a pydantic error location (the deepest that exists)."""
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            key = "for" if part == "for_" else "from" if part == "sender" else part
-            nxt = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-    return node.start_mark.line + 1
+    """The line of the YAML node at a pydantic error location."""
+    return line_of(node, loc, _ALIASES) or 1
 
 
 def _resolve(r: ReceiverModel, environ: Mapping[str, str], where: str, problems: list[str]) -> Receiver:
@@ -345,12 +338,9 @@ def _queues(q: Union[str, list[str]]) -> Union[str, tuple[str, ...]]:
 def parse(text: str, environ: Mapping[str, str], where: str = "alerts") -> AlertsConfig:
     """Validate an alerts YAML; raise AlertConfigError listing every problem with its line."""
     try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise AlertConfigError([f"{where}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        raw, node = compose(text, where)
+    except ValueError as exc:
+        raise AlertConfigError([str(exc)]) from None
     if raw is None:
         raw, node = {}, yaml.compose("{}")
     if not isinstance(raw, dict):

@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from ccmon.yamlsource import compose, line_of
 from ccmon.errors import ConfigError
 from streams.events import EVENT_TYPES, Rejected, event_from_dict
 
@@ -541,30 +542,15 @@ def _fingerprint(mapping: Mapping, payload: dict[str, Any]) -> str:
 
 
 def _line_of(node: Optional[yaml.Node], loc: tuple[Union[str, int], ...]) -> Optional[int]:
-    """The 1-based line of the YAML node at a pydantic error location (the deepest that exists)."""
-    if node is None:
-        return None
-    for part in loc:
-        key = "in" if part == "in_" else "as" if part == "as_" else part
-        nxt = None
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if str(k.value) == str(key)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            nxt = node.value[key]
-        if nxt is None:
-            break
-        node = nxt
-    return node.start_mark.line + 1
+    """The line of the YAML node at a pydantic error location."""
+    return line_of(node, loc, {"in_": "in", "as_": "as"})
 
 
 def _parse(text: str, where: str) -> Mapping:
     try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise MappingError([f"{where}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+        raw, node = compose(text, where)
+    except ValueError as exc:
+        raise MappingError([str(exc)]) from None
     if not isinstance(raw, dict):
         raise MappingError([f"{where}: a mapping file is a YAML object with `name` and `rules` (see docs/mappings.md)"])
     try:
