@@ -210,11 +210,28 @@ def _reset_offset(daily_reset: str) -> timedelta:
     return timedelta(hours=int(hours), minutes=int(minutes))
 
 
+def _day_of(ts_ms: int, zone: str, daily_reset: str) -> str:
+    local = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).astimezone(_zone(zone))
+    # Wall-clock arithmetic on purpose: the day starts at the reset time on the local clock, DST or not.
+    return (local.replace(tzinfo=None) - _reset_offset(daily_reset)).date().isoformat()
+
+
+_days: dict[tuple[int, str, str], str] = {}
+
+
 def day_of(ts_ms: int, q: QueueConfig) -> str:
     """The queue-local business day (``YYYY-MM-DD``) holding ``ts_ms``; days start at ``daily_reset``."""
-    local = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).astimezone(_zone(q.timezone))
-    # Wall-clock arithmetic on purpose: the day starts at the reset time on the local clock, DST or not.
-    return (local.replace(tzinfo=None) - _reset_offset(q.daily_reset)).date().isoformat()
+    minute = ts_ms - ts_ms % 60_000
+    key = (minute, q.timezone, q.daily_reset)
+    day = _days.get(key)
+    if day is None:
+        day = _day_of(minute, q.timezone, q.daily_reset)
+        if _day_of(minute + 59_999, q.timezone, q.daily_reset) != day:
+            return _day_of(ts_ms, q.timezone, q.daily_reset)  # a day boundary inside the minute: no caching
+        if len(_days) >= 100_000:
+            _days.clear()  # a cache, not state: bounded so memory stays flat
+        _days[key] = day
+    return day
 
 
 def day_end_epoch(day: str, q: QueueConfig) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Iterable, Optional
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
@@ -19,6 +20,8 @@ from ccmon.errors import StoreUnavailable
 PREFIX = "ccmon:"
 
 # Fenced like a commit: only resets when the stored offset is still the one the worker saw.
+_packer = msgspec.msgpack.Encoder()
+
 _RESET_PARTITION = """
 if (redis.call('HGET', KEYS[1], ARGV[1]) or '-1') ~= ARGV[2] then return 1 end
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -158,7 +161,7 @@ class Store:
         """Apply a batch atomically; raise Fenced if another writer moved our offsets."""
         args: list[object] = [self.OFFSETS, len(c.offsets)]
         for tp, (expected, new) in c.offsets.items():
-            args += [_tp_field(tp), str(expected), new]
+            args += [_tp_field(tp), str(expected), str(new)]
         incr: list[object] = []
         expiries: dict[str, int] = {}
         for wk, fields in c.deltas.counters.items():
@@ -175,6 +178,8 @@ class Store:
             if v:
                 incr += [self.STATS, name, v]
         sets: list[object] = []
+        blob_sets: list[object] = []
+        blobs: list[bytes] = []  # sent as plain arguments after the packed array (ARGV[2..])
         dels: list[object] = []
         for tp, states in c.states.items():
             sk = self.state_key(tp)
@@ -182,7 +187,8 @@ class Store:
                 if blob is None:
                     dels += [sk, eid]
                 else:
-                    sets += [sk, eid, blob]
+                    blobs.append(blob)
+                    blob_sets += [sk, eid, len(blobs) + 1]
         for tp, hw in c.highwater.items():
             sets += [self.HIGHWATER, _tp_field(tp), hw]
         for tp, ms in c.stream_ms.items():
@@ -205,9 +211,9 @@ class Store:
             if at is not None:
                 expiries[k] = at
         exp: list[object] = [x for kv in expiries.items() for x in kv]
-        args += [len(incr) // 3, *incr, len(sets) // 3, *sets, len(dels) // 2, *dels, len(adds) // 2, *adds,
+        args += [len(incr) // 3, *incr, len(sets) // 3, *sets, len(blob_sets) // 3, *blob_sets, len(dels) // 2, *dels, len(adds) // 2, *adds,
                  len(zrem) // 2, *zrem, len(zadd) // 3, *zadd, len(exp) // 2, *exp, self.COMMITS]
-        bad = await self._call(self._commit(keys=[], args=args))
+        bad = await self._call(self._commit(keys=[], args=[_packer.encode(args), *blobs]))
         if bad:
             wanted = {_tp_field(tp): tp for tp in c.offsets}
             raise Fenced([wanted[b.decode() if isinstance(b, bytes) else b] for b in bad])

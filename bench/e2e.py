@@ -1,0 +1,312 @@
+"""End-to-end figures on a real embedded broker and Redis: throughput, latency, scaling, memory.
+
+Each function starts what it needs, prints a status line while it runs, and returns a dict of
+figures. ``bench/run.py`` calls them and writes the table; each can also run alone:
+
+    .venv/bin/python bench/e2e.py throughput --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import msgspec  # noqa: E402
+import redis  # noqa: E402
+
+from agents.oracle import compute  # noqa: E402
+from ccmon.services import Embedded, free_port, python_cmd, spawn, start_embedded, stop  # noqa: E402
+from ccmon.settings import Settings, child_environment  # noqa: E402
+from streams.events import DOMAINS, Event, event_from_dict  # noqa: E402
+from streams.producer import Publisher  # noqa: E402
+from streams.simulator import SimConfig, generate  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+
+QUEUES = tuple(f"q{i:02d}" for i in range(50))
+# A large center: 50 queues, 3,000 calls/h and 600 tickets/h each, 60 agents each (3,000 agents).
+MIX = dict(arrival_rate_per_hour=3000.0, agents_per_queue=60, ticket_rate_per_hour=600.0)
+# Tickets stay in memory for the FCR window after they are solved; a short window keeps the
+# entity population steady within a run of simulated hours (the memory figure needs that).
+CONFIG_YAML = "fcr_window: 1h\n"
+
+
+def status(text: str) -> None:
+    """One overwritten status line on a terminal, plain lines otherwise."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + text)
+    else:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set of a process, MiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def events(n: int, seed: int = 7, end: Optional[float] = None) -> Iterator[tuple[Event, bytes]]:
+    """``n`` simulated events (validated, with their JSON), shifted so the last is near ``end``."""
+    sim = SimConfig(seed=seed, queues=QUEUES, **MIX)  # type: ignore[arg-type]
+    # ~1.3M events per simulated hour at this mix: start early enough to end close to `end`.
+    span = n / 1_300_000 * 3600
+    start = (end or time.time()) - span
+    made = 0
+    for raw in generate(sim, start, None):
+        if made >= n:
+            return
+        ev = event_from_dict(raw)
+        if isinstance(ev, Event):
+            made += 1
+            yield ev, msgspec.json.encode(raw)
+
+
+@dataclass
+class Stack:
+    """An embedded broker and Redis plus one topic prefix; workers it starts are stopped on close."""
+
+    root: Path
+    partitions: int = 4
+    emb: Embedded = field(init=False)
+    prefix: str = "b."
+    group: str = "bench"
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.emb = start_embedded(self.root)
+        (self.root / "queues.yaml").write_text(CONFIG_YAML)
+        ensure_topics(self.settings, self.bootstrap)
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker's address."""
+        assert self.emb.kafka_bootstrap
+        return self.emb.kafka_bootstrap
+
+    @property
+    def settings(self) -> Settings:
+        """Settings equal to what the workers see."""
+        return Settings(kafka_bootstrap=self.bootstrap, redis_url=self.emb.redis_url, topic_prefix=self.prefix,
+                        partitions=self.partitions, group_id=self.group, config=self.root / "queues.yaml")
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        """The environment of a worker of this stack."""
+        over = dict(kafka_bootstrap=self.bootstrap, redis_url=self.emb.redis_url or "", topic_prefix=self.prefix,
+                    group_id=self.group, partitions=str(self.partitions), data_dir=str(self.root / "data"),
+                    config=str(self.root / "queues.yaml"), kafka_session_timeout="4", log_level="warning")
+        over.update(extra)
+        return child_environment(**over)
+
+    def redis(self) -> redis.Redis:
+        """A client on the stack's Redis."""
+        return redis.Redis.from_url(self.emb.redis_url or "")
+
+    def consumed(self) -> int:
+        """Events the workers have committed to Redis."""
+        return int(self.redis().hget("ccmon:stats", "consumed") or 0)
+
+    def produce(self, items: Iterator[tuple[Event, bytes]], chunk: int = 50_000,
+                pace: Optional[float] = None) -> int:
+        """Publish events in batched messages (as ccmon's producers do); optionally at ``pace`` events/s."""
+        pub = Publisher(self.settings, self.bootstrap)
+        n, buf, t0 = 0, [], time.monotonic()
+        for item in items:
+            buf.append(item)
+            if len(buf) >= chunk:
+                n += pub.publish(buf)
+                buf = []
+                status(f"produced {n:,} events ({n / (time.monotonic() - t0):,.0f}/s)")
+        if buf:
+            n += pub.publish(buf)
+        pub.close()
+        return n
+
+    def start_worker(self, name: str = "worker", profile: Optional[Path] = None,
+                     **settings: str) -> tuple[subprocess.Popen, str]:
+        """Start ``ccmon worker`` (under py-spy when ``profile`` names an output) with its base URL."""
+        port = free_port()
+        log = self.root / f"{name}-{len(self.workers)}.log"
+        cmd = python_cmd("worker")
+        if profile is not None:
+            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100", "--idle",
+                   "-o", str(profile), "--", *cmd]
+        proc = spawn(cmd, log, self.environ(http_port=str(port), **settings))
+        self.workers.append(proc)
+        return proc, f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        """Stop workers, then the services."""
+        for w in self.workers:
+            stop(w, timeout=15)
+        self.emb.stop()
+
+
+def raw_consumer(bootstrap: str, topics: list[str], expected: int) -> dict[str, float]:
+    """The ceiling: a bare aiokafka consumer that reads every message and decodes it with ``json.loads``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def main() -> dict[str, float]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+                                    fetch_max_bytes=16 * 1024 * 1024)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            n = msgs = 0
+            first = None
+            while n < expected:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                if first is None and batch:
+                    first = time.perf_counter()
+                for records in batch.values():
+                    for r in records:
+                        value = json.loads(r.value)
+                        n += len(value) if isinstance(value, list) else 1
+                        msgs += 1
+            assert first is not None
+            secs = time.perf_counter() - first
+            return {"events": n, "messages": msgs, "seconds": secs, "events_per_s": n / secs}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(main())
+
+
+def wait_assigned(stack: Stack, bases: list[str], procs: list[subprocess.Popen], timeout: float = 90) -> float:
+    """Wait until every worker holds partitions (its consumer starts fetching then); the monotonic time."""
+    deadline = time.monotonic() + timeout
+    pending = set(bases)
+    while pending:
+        for base in list(pending):
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=1) as r:
+                    if json.load(r).get("consuming"):
+                        pending.discard(base)
+            except OSError:
+                pass
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"a worker exited with {p.returncode} while joining; see {stack.root}/*.log")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers did not join within {timeout:.0f}s; see {stack.root}/*.log")
+        time.sleep(0.005)
+    return time.monotonic()
+
+
+def wait_committed(stack: Stack, expected: int, timeout: float, what: str,
+                   procs: list[subprocess.Popen], first: Optional[float] = None) -> tuple[float, float]:
+    """Poll Redis until ``expected`` events are committed; (first consumed, last committed) monotonic times."""
+    r = stack.redis()
+    deadline = time.monotonic() + timeout
+    last_print = 0.0
+    while True:
+        got = int(r.hget("ccmon:stats", "consumed") or 0)
+        now = time.monotonic()
+        if got and first is None:
+            first = now
+        if got >= expected:
+            assert first is not None
+            return first, now
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"a worker exited with {p.returncode} during {what}; see {stack.root}/*.log")
+        if now > deadline:
+            raise RuntimeError(f"{what}: only {got:,} of {expected:,} events committed after {timeout:.0f}s")
+        if now - last_print > 1:
+            status(f"{what}: {got:,}/{expected:,} committed")
+            last_print = now
+        time.sleep(0.005)
+
+
+def oracle_check(stack: Stack, items: list[Event]) -> int:
+    """Compare the worker's snapshot with the oracle's at one instant; raise on any difference."""
+    res = subprocess.run(python_cmd("metrics", "--json"), env=stack.environ(), capture_output=True, timeout=300)
+    if res.returncode:
+        raise RuntimeError(f"ccmon metrics failed: {res.stderr.decode()[-2000:]}")
+    snap = json.loads(res.stdout)
+    from datetime import datetime
+
+    now_ms = round(datetime.fromisoformat(snap["generated_at"].replace("Z", "+00:00")).timestamp() * 1000)
+    expected = compute(items, stack.settings.metrics_config(), now_ms, stack.partitions)
+    if snap != expected:
+        diff = [q for q in set(snap["queues"]) | set(expected["queues"])  # type: ignore[index]
+                if snap["queues"].get(q) != expected["queues"].get(q)]  # type: ignore[index,union-attr]
+        raise AssertionError(f"the worker's snapshot differs from the oracle in {len(diff)} queue(s): {diff[:5]}")
+    return len(snap["queues"])
+
+
+def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path] = None,
+               extra: Optional[dict[str, str]] = None, profile: Optional[Path] = None) -> dict[str, float]:
+    """Pre-produce ``n`` events; time the raw consumer, then ``workers`` ccmon workers over the same topics."""
+    with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
+        stack = Stack(Path(root or tmp))
+        try:
+            items = list(events(n))
+            produced = stack.produce(iter(items))
+            status(f"produced {produced:,} events; raw consumer baseline…")
+            topics = [stack.settings.topic(d) for d in DOMAINS]
+            raw = raw_consumer(stack.bootstrap, topics, produced)
+            started = [stack.start_worker(f"w{i}", profile, **(extra or {})) for i in range(workers)]
+            procs = [p for p, _ in started]
+            # The clock starts when the first worker holds partitions: its first fetch follows at once.
+            assigned = wait_assigned(stack, [b for _, b in started[:1]], procs)
+            first, last = wait_committed(stack, produced, 600, f"{workers} worker(s)", procs, assigned)
+            secs = last - first
+            st = {k.decode(): int(v) for k, v in stack.redis().hgetall("ccmon:stats").items()}
+            batches = st.get("batches", 0)
+            # Commit durations ride in the next commit, so the last one is missing: a mean over the rest.
+            commit_s = st.get("h:commit_us:sum", 0) / 1e6
+            if os.environ.get("BENCH_COMMANDSTATS"):
+                for k, v in stack.redis().info("commandstats").items():
+                    print(k, v, file=sys.stderr)
+            if profile is not None:
+                import signal
+
+                for p in procs:
+                    p.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                    p.wait(60)
+            out = {"events": produced, "workers": workers, "seconds": secs, "events_per_s": produced / secs,
+                   "raw_events_per_s": raw["events_per_s"], "raw_messages": raw["messages"],
+                   "ratio_to_raw": produced / secs / raw["events_per_s"], "batches": batches, "redis_commit_seconds": commit_s,
+                   "worker_rss_mib": max(rss_mib(p.pid) for p in procs if p.poll() is None) if profile is None else 0}
+            if check:
+                status("comparing the snapshot with the oracle…")
+                out["oracle_queues"] = oracle_check(stack, [e for e, _ in items])
+            return out
+        finally:
+            stack.close()
+
+
+def main() -> None:
+    """Run one scenario and print its figures as JSON."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("scenario", choices=["throughput"])
+    ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
+    args = ap.parse_args()
+    if args.scenario == "throughput":
+        print(json.dumps(throughput(args.events, args.workers, check=not args.no_check, profile=args.profile), indent=2))
+
+
+if __name__ == "__main__":
+    main()
