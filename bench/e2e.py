@@ -144,7 +144,7 @@ class Stack:
         log = self.root / f"{name}-{len(self.workers)}.log"
         cmd = python_cmd("worker")
         if profile is not None:
-            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100", "--idle",
+            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100",
                    "-o", str(profile), "--", *cmd]
         proc = spawn(cmd, log, self.environ(http_port=str(port), **settings))
         self.workers.append(proc)
@@ -295,17 +295,154 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
             stack.close()
 
 
+def _probe(i: int, ts: float) -> tuple[Event, bytes]:
+    raw = {"type": "call.blocked", "event_id": f"probe-{i}", "ts": ts, "call_id": f"probe-{i}", "queue": "probe",
+           "reason": "queue_full"}
+    ev = event_from_dict(raw)
+    assert isinstance(ev, Event), ev
+    return ev, msgspec.json.encode(raw)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
+            profile: Optional[Path] = None) -> dict[str, float]:
+    """Event ``ts`` to visibility in ``/api/snapshot`` at a steady ``rate`` of simulated traffic.
+
+    Every 100 ms one ``call.blocked`` probe (queue ``probe``, ts = the moment it is sent) rides along
+    with the traffic; a poller reads ``/api/snapshot?queue=probe`` every ``poll`` seconds, and a probe's
+    latency is the first poll that shows it minus its ts. Traffic is re-stamped to the send time.
+    """
+    with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
+        stack = Stack(Path(tmp))
+        try:
+            proc, base = stack.start_worker("latency", profile)
+            wait_assigned(stack, [base], [proc])
+            traffic = events(int(rate * seconds) + 1000)
+            pub = Publisher(stack.settings, stack.bootstrap)
+            sent: dict[int, float] = {}
+            seen: dict[int, float] = {}
+            stop_poll = threading.Event()
+
+            def poller() -> None:
+                while not stop_poll.is_set():
+                    try:
+                        with urllib.request.urlopen(base + "/api/snapshot?queue=probe", timeout=5) as r:
+                            snap = json.load(r)
+                    except OSError:
+                        time.sleep(poll)
+                        continue
+                    at = time.time()
+                    q = snap.get("queues", {}).get("probe")
+                    blocked = q["totals"]["blocked"] if q else 0
+                    for i in range(blocked):
+                        seen.setdefault(i, at)
+                    time.sleep(poll)
+
+            t = threading.Thread(target=poller, daemon=True)
+            t.start()
+            step = 0.02
+            start = time.time()
+            n = probes = 0
+            next_probe = start
+            while time.time() - start < seconds:
+                tick = time.time()
+                due = int((tick - start) * rate) - n
+                batch = []
+                for _ in range(max(0, due)):
+                    ev, _raw = next(traffic)
+                    raw = msgspec.json.decode(msgspec.json.encode(ev))
+                    raw["ts"] = tick
+                    batch.append((event_from_dict(raw), msgspec.json.encode(raw)))  # type: ignore[misc]
+                if tick >= next_probe:
+                    sent[probes] = tick
+                    batch.append(_probe(probes, tick))
+                    probes += 1
+                    next_probe += 0.1
+                n += max(0, due)
+                if batch:
+                    pub.publish(batch)  # type: ignore[arg-type]
+                status(f"latency: {n:,} events sent ({n / max(1e-9, time.time() - start):,.0f}/s), "
+                       f"{len(seen)}/{probes} probes seen")
+                time.sleep(max(0.0, step - (time.time() - tick)))
+            deadline = time.time() + 30
+            while len(seen) < probes and time.time() < deadline:
+                time.sleep(0.05)
+            stop_poll.set()
+            pub.close()
+            if profile is not None:
+                import signal
+
+                proc.send_signal(signal.SIGINT)
+                proc.wait(60)
+            lat = [(seen[i] - sent[i]) * 1000 for i in sent if i in seen]
+            if len(lat) < probes:
+                raise RuntimeError(f"only {len(lat)} of {probes} probes became visible")
+            elapsed = time.time() - start
+            return {"rate_target": rate, "rate_sent": n / seconds, "probes": probes,
+                    "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99), "max_ms": max(lat),
+                    "poll_ms": poll * 1000, "seconds": elapsed}
+        finally:
+            stack.close()
+
+
+def memory(total: int, every: int = 1_000_000) -> dict[str, object]:
+    """A worker's resident set as it consumes ``total`` events at a steady entity population.
+
+    Events are produced while the worker consumes (as in production); RSS is read each time
+    another ``every`` events are committed.
+    """
+    with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
+        stack = Stack(Path(tmp))
+        try:
+            proc, base = stack.start_worker("memory")
+            wait_assigned(stack, [base], [proc])
+            producer = threading.Thread(target=stack.produce, args=(events(total),), daemon=True)
+            producer.start()
+            samples: list[tuple[int, float]] = []
+            r = stack.redis()
+            mark = every
+            while mark <= total:
+                got = int(r.hget("ccmon:stats", "consumed") or 0)
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {proc.returncode}; see {stack.root}/*.log")
+                if got >= mark:
+                    samples.append((mark, rss_mib(proc.pid)))
+                    status(f"memory: {mark:,} events committed, worker RSS {samples[-1][1]:.0f} MiB")
+                    mark += every
+                else:
+                    time.sleep(0.05)
+            producer.join()
+            states = {}
+            for domain in ("calls", "tickets", "agents"):
+                sizes = [len(v) for p in range(stack.partitions)
+                         for v in r.hvals(f"ccmon:state:{stack.settings.topic(domain)}:{p}")]
+                states[domain] = (len(sizes), sum(sizes) / max(1, len(sizes)))
+            first, last = samples[0][1], samples[-1][1]
+            return {"samples": samples, "growth": last / first - 1, "states": states}
+        finally:
+            stack.close()
+
+
 def main() -> None:
     """Run one scenario and print its figures as JSON."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("scenario", choices=["throughput"])
+    ap.add_argument("scenario", choices=["throughput", "latency", "memory"])
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
     args = ap.parse_args()
     if args.scenario == "throughput":
         print(json.dumps(throughput(args.events, args.workers, check=not args.no_check, profile=args.profile), indent=2))
+    elif args.scenario == "latency":
+        print(json.dumps(latency(seconds=args.seconds, profile=args.profile), indent=2))
+    else:
+        print(json.dumps(memory(args.events, max(1, args.events // 10)), indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The alert evaluator and deliverer that runs inside every worker; one of them holds the lease and acts.
 
-It evaluates every ``evaluation_interval`` and within a fraction of a second of
-any committed batch (the commit script publishes on ``ccmon:commits``), writes
+It evaluates every ``evaluation_interval`` and within about a second of
+any committed batch (at most once a second on commits, so that a busy stream does
+not spend its CPU re-reading the snapshot) (the commit script publishes on ``ccmon:commits``), writes
 state changes and their notifications in one fenced step, and drains each
 receiver's outbox in order with retries and backoff.
 """
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ccmon.alerts")
 TOPIC = "_topic"  # the pseudo-receiver that publishes every notification to the alerts topic
 DEBOUNCE_S = 0.2  # after a commit, wait this long for more before evaluating (bursts of batches)
+MIN_GAP_S = 1.0  # commit-triggered evaluations start at least this far apart (one costs ~0.1 s at 50 queues)
 MAX_BACKOFF_S = 60.0
 
 Publish = Callable[[bytes, bytes], Awaitable[None]]
@@ -175,6 +177,7 @@ class AlertService:
         tasks = [asyncio.create_task(self.listen())]
         tasks += [asyncio.create_task(self.deliver(r)) for r in self.receivers]
         next_due = 0.0
+        last_started = float("-inf")
         try:
             while True:
                 token = await self._safe(self.astore.acquire(self.owner, ttl_s=max(3 * interval, 10.0)))
@@ -186,6 +189,7 @@ class AlertService:
                 loop_now = asyncio.get_running_loop().time()
                 if self.token and (self.triggered.is_set() or loop_now >= next_due):
                     self.triggered.clear()
+                    last_started = loop_now
                     try:
                         await self.evaluate_once()
                     except StoreUnavailable as exc:
@@ -193,7 +197,8 @@ class AlertService:
                     next_due = loop_now + interval
                 try:
                     await asyncio.wait_for(self.triggered.wait(), timeout=min(interval, 2.0))
-                    await asyncio.sleep(DEBOUNCE_S)
+                    gap = last_started + MIN_GAP_S - asyncio.get_running_loop().time()
+                    await asyncio.sleep(max(DEBOUNCE_S, gap))
                 except asyncio.TimeoutError:
                     pass
         finally:
