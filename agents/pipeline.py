@@ -56,6 +56,7 @@ class Pipeline:
         send_dead_letters: SendDeadLetters,
         highwater: Callable[[int], Optional[int]] = lambda p: None,
         topic_prefix: str = "cc.",
+        max_future_seconds: float = 300.0,
     ):
         self.domain = domain
         self.topic = topic
@@ -65,6 +66,8 @@ class Pipeline:
         self.send_dead_letters = send_dead_letters
         self.highwater = highwater
         self.topic_prefix = topic_prefix
+        # An event stamped further ahead of the worker's clock than this is a skewed clock, not the future.
+        self.max_future_ms = round(max_future_seconds * 1000)
         self.core = CORES[domain]
         self.loaded: dict[int, _Partition] = {}
         self.outage_since: Optional[float] = None
@@ -136,6 +139,8 @@ class Pipeline:
         parts = {p: await self._load(p) for p in by_part}
 
         stats: Counter[str] = Counter()
+        now_ms = int(time.time() * 1000)
+        future_limit = now_ms + self.max_future_ms
         dead: list[DeadLetter] = []
         commit = Commit()
         applied_ms: list[int] = []
@@ -168,6 +173,11 @@ class Pipeline:
                         self._reject(dead, stats, m, split_message(m.value)[i], "wrong_partition",
                                      f"{item.entity_field} {item.entity_id!r} belongs on partition {home}, not {p}; key "
                                      f"messages by {item.entity_field} and batch only events of one partition", idx)
+                    elif item.ts_ms > future_limit:
+                        self._reject(dead, stats, m, split_message(m.value)[i], "future_ts",
+                                     f"event time {item.ts:.3f} is {(item.ts_ms - now_ms) / 1000:.1f}s ahead of this "
+                                     f"worker's clock; at most {self.max_future_ms / 1000:g}s is allowed "
+                                     "(CCMON_MAX_FUTURE_SECONDS): fix the sender's clock", idx)
                     else:
                         events.append(item)
                         origins.append((m, i, batch))

@@ -46,7 +46,8 @@ def register_agents(
                 return None
 
         pipeline = Pipeline(
-            domain, name, partitions[name], store, cfg, send_dead_letters, highwater, settings.topic_prefix
+            domain, name, partitions[name], store, cfg, send_dead_letters, highwater, settings.topic_prefix,
+            settings.max_future_seconds,
         )
         pipelines[name] = pipeline
 

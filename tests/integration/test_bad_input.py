@@ -108,6 +108,7 @@ def test_late_and_impossible_events_are_dead_lettered(env: Env, tmp_path: Path) 
         {"event_id": "b1", "type": "call.abandoned", "ts": NOW - 49, "call_id": "late-test", "queue": "q1"},
         offered("o2", "late-test-2", ts=NOW),
         offered("o3", "late-test-3", ts=NOW - 3600),  # an hour behind the stream: late
+        offered("o4", "skewed-clock", ts=time.time() + 3600),  # an hour ahead of the clock: refused, not counted
     ]
     env.partitions = 1  # one partition, so one stream time decides lateness for all three calls
     path = tmp_path / "e.jsonl"
@@ -115,13 +116,17 @@ def test_late_and_impossible_events_are_dead_lettered(env: Env, tmp_path: Path) 
     env.start_worker()
     assert env.ccmon("send", str(path)).returncode == 0
     env.wait_consumed(len(lines))
-    letters = read_dead_letters(env, 2)
-    assert sorted(d.reason for d in letters) == ["invalid_transition", "late"]
+    letters = read_dead_letters(env, 3)
+    assert sorted(d.reason for d in letters) == ["future_ts", "invalid_transition", "late"]
     by_reason = {d.reason: d for d in letters}
+    assert json.loads(deadletter.original_bytes(by_reason["future_ts"]))["event_id"] == "o4"
+    assert "ahead of this worker's clock" in by_reason["future_ts"].detail
+    assert "CCMON_MAX_FUTURE_SECONDS" in by_reason["future_ts"].detail
     assert json.loads(deadletter.original_bytes(by_reason["late"]))["event_id"] == "o3"
     assert json.loads(deadletter.original_bytes(by_reason["invalid_transition"]))["event_id"] == "b1"
     stats = env.stats()
     assert stats["rejected:late"] == 1 and stats["rejected:invalid_transition"] == 1
+    assert stats["rejected:future_ts"] == 1
     snap = json.loads(env.ccmon("metrics", "--json").stdout)
     w = snap["queues"]["q1"]["15m"]
     assert (w["offered"], w["answered"], w["abandoned"]) == (2, 1, 0)
