@@ -77,6 +77,28 @@ def events(n: int, seed: int = 7, end: Optional[float] = None) -> Iterator[tuple
             yield ev, msgspec.json.encode(raw)
 
 
+def events_ending_now(n: int, seed: int = 7) -> list[tuple[Event, bytes]]:
+    """``n`` simulated events shifted as a whole so that the last one is stamped now.
+
+    The simulated event rate grows as the ticket backlog builds up, so a start computed from an
+    average rate can run past the wall clock; the worker refuses events from the future (`future_ts`).
+    """
+    sim = SimConfig(seed=seed, queues=QUEUES, **MIX)  # type: ignore[arg-type]
+    raws = []
+    for raw in generate(sim, 1_700_000_000.0, None):
+        if len(raws) >= n:
+            break
+        raws.append(raw)
+    shift = time.time() - max(r["ts"] for r in raws)
+    out = []
+    for raw in raws:
+        raw["ts"] += shift
+        ev = event_from_dict(raw)
+        if isinstance(ev, Event):
+            out.append((ev, msgspec.json.encode(raw)))
+    return out
+
+
 @dataclass
 class Stack:
     """An embedded broker and Redis plus one topic prefix; workers it starts are stopped on close."""
@@ -109,7 +131,9 @@ class Stack:
         """The environment of a worker of this stack."""
         over = dict(kafka_bootstrap=self.bootstrap, redis_url=self.emb.redis_url or "", topic_prefix=self.prefix,
                     group_id=self.group, partitions=str(self.partitions), data_dir=str(self.root / "data"),
-                    config=str(self.root / "queues.yaml"), kafka_session_timeout="4", log_level="warning")
+                    config=str(self.root / "queues.yaml"), kafka_session_timeout="4", log_level="warning",
+                    # The long memory run streams simulated time that can run ahead of the wall clock.
+                    max_future_seconds=str(30 * 86400))
         over.update(extra)
         return child_environment(**over)
 
@@ -259,7 +283,7 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(root or tmp))
         try:
-            items = list(events(n))
+            items = events_ending_now(n)
             produced = stack.produce(iter(items))
             status(f"produced {produced:,} events; raw consumer baseline…")
             topics = [stack.settings.topic(d) for d in DOMAINS]
