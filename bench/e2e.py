@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,9 +60,15 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _sim(seed: int) -> SimConfig:
+    return SimConfig(seed=seed, queues=QUEUES, **MIX)  # type: ignore[arg-type]
+
+
 def events(n: int, seed: int = 7, end: Optional[float] = None) -> Iterator[tuple[Event, bytes]]:
-    """``n`` simulated events (validated, with their JSON), shifted so the last is near ``end``."""
-    sim = SimConfig(seed=seed, queues=QUEUES, **MIX)  # type: ignore[arg-type]
+    """``n`` simulated events (validated, with their JSON), streamed; they start about when ``n``
+    events at the average rate would end at ``end`` (the rate grows with the ticket backlog, so the
+    tail can run past it: see ``events_ending_now``)."""
+    sim = _sim(seed)
     # ~1.3M events per simulated hour at this mix: start early enough to end close to `end`.
     span = n / 1_300_000 * 3600
     start = (end or time.time()) - span
@@ -83,7 +88,7 @@ def events_ending_now(n: int, seed: int = 7) -> list[tuple[Event, bytes]]:
     The simulated event rate grows as the ticket backlog builds up, so a start computed from an
     average rate can run past the wall clock; the worker refuses events from the future (`future_ts`).
     """
-    sim = SimConfig(seed=seed, queues=QUEUES, **MIX)  # type: ignore[arg-type]
+    sim = _sim(seed)
     raws = []
     for raw in generate(sim, 1_700_000_000.0, None):
         if len(raws) >= n:
@@ -145,9 +150,8 @@ class Stack:
         """Events the workers have committed to Redis."""
         return int(self.redis().hget("ccmon:stats", "consumed") or 0)
 
-    def produce(self, items: Iterator[tuple[Event, bytes]], chunk: int = 50_000,
-                pace: Optional[float] = None) -> int:
-        """Publish events in batched messages (as ccmon's producers do); optionally at ``pace`` events/s."""
+    def produce(self, items: Iterator[tuple[Event, bytes]], chunk: int = 50_000) -> int:
+        """Publish events in batched messages, as ccmon's producers do."""
         pub = Publisher(self.settings, self.bootstrap)
         n, buf, t0 = 0, [], time.monotonic()
         for item in items:
@@ -298,9 +302,6 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
             batches = st.get("batches", 0)
             # Commit durations ride in the next commit, so the last one is missing: a mean over the rest.
             commit_s = st.get("h:commit_us:sum", 0) / 1e6
-            if os.environ.get("BENCH_COMMANDSTATS"):
-                for k, v in stack.redis().info("commandstats").items():
-                    print(k, v, file=sys.stderr)
             if profile is not None:
                 import signal
 
@@ -377,8 +378,8 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 due = int((tick - start) * rate) - n
                 batch = []
                 for _ in range(max(0, due)):
-                    ev, _raw = next(traffic)
-                    raw = msgspec.json.decode(msgspec.json.encode(ev))
+                    _ev, original = next(traffic)
+                    raw = msgspec.json.decode(original)
                     raw["ts"] = tick
                     batch.append((event_from_dict(raw), msgspec.json.encode(raw)))  # type: ignore[misc]
                 if tick >= next_probe:
