@@ -256,6 +256,8 @@ def business_ms(
     cal: Calendar | None, start_ms: int, end_ms: int, pauses: Sequence[tuple[int, int]] = ()
 ) -> int:
     """Open time between start and end (0 if end <= start), not counting time inside any pause interval."""
+    if cal is None and not pauses:
+        return max(0, end_ms - start_ms)  # 24/7 and never paused: the common case, without the walk below
     # Walking the unpaused gaps (not the days) skips long pauses, e.g. an open one, in one step.
     return sum(b - a for g0, g1 in _unpaused(start_ms, end_ms, pauses) for a, b in _iter_open(cal, g0, g1))
 
@@ -272,6 +274,8 @@ def deadline(
         raise ValueError(f"target_ms must be >= 0, got {target_ms}")
     if target_ms == 0:
         return start_ms
+    if cal is None and not pauses:
+        return start_ms + target_ms if target_ms <= horizon_ms else None  # 24/7 and never paused
     remaining = target_ms
     for g0, g1 in _unpaused(start_ms, start_ms + horizon_ms, pauses):
         for a, b in _iter_open(cal, g0, g1):

@@ -60,8 +60,12 @@ class QueueConfig:
     # Derived once: histogram bounds (ms) including this queue's thresholds and targets.
     wait_bounds_ms: tuple[int, ...] = field(init=False, repr=False, compare=False)
     frt_bounds_ms: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    sl_threshold_ms: int = field(init=False, repr=False, compare=False)  # T in milliseconds
+    short_abandon_ms: int = field(init=False, repr=False, compare=False)  # S in milliseconds
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sl_threshold_ms", round(self.sl_threshold_seconds * 1000))
+        object.__setattr__(self, "short_abandon_ms", round(self.short_abandon_seconds * 1000))
         object.__setattr__(self, "wait_bounds_ms", tuple(sorted(
             {*WAIT_BUCKETS_MS, round(self.sl_threshold_seconds * 1000), round(self.short_abandon_seconds * 1000)})))
         object.__setattr__(self, "frt_bounds_ms", tuple(sorted({*FRT_BUCKETS_MS, *(frt for _, frt, _ in self.ticket_sla)})))
@@ -73,15 +77,6 @@ class QueueConfig:
                 return frt, res
         return self.sla_targets("normal") if priority != "normal" else (8 * 3600_000, 3 * 86400_000)
 
-    @property
-    def sl_threshold_ms(self) -> int:
-        """T in milliseconds."""
-        return round(self.sl_threshold_seconds * 1000)
-
-    @property
-    def short_abandon_ms(self) -> int:
-        """S in milliseconds."""
-        return round(self.short_abandon_seconds * 1000)
 
 
 FILTER_OPS = ("equals", "not_equals", "contains", "in", "gt", "gte", "lt", "lte", "exists")
@@ -159,11 +154,13 @@ class MetricsConfig:
     fcr_window_seconds: int = 7 * 86400
     custom_counters: tuple[CustomCounter, ...] = ()
     custom_ratios: tuple[CustomRatio, ...] = ()
+    # How far behind the partition's stream time an event may arrive and still count (derived, in ms).
+    lateness_ms: int = field(init=False, repr=False, compare=False)
+    call_max_age_ms: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def lateness_ms(self) -> int:
-        """How far behind the partition's stream time an event may arrive and still count."""
-        return self.lateness_seconds * 1000
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lateness_ms", self.lateness_seconds * 1000)
+        object.__setattr__(self, "call_max_age_ms", self.call_max_age_seconds * 1000)
 
     def queue(self, name: str) -> QueueConfig:
         """The configuration of one queue (the defaults when it is not listed)."""

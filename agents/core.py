@@ -15,14 +15,16 @@ longer receive an on-time event, an unfinished one after its maximum age
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 import math
+from operator import attrgetter
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 import msgspec
 
-from agents.config import HIST, MetricsConfig, bucket_start, day_of, hist_fields
+from agents.config import HIST, MetricsConfig, bucket_bound, bucket_start, day_of, hist_fields
 from agents.tickets import TicketEvent as TicketEventTuple
 from agents.tickets import TICKETS_ESCALATED, TICKETS_REOPENED, TICKETS_SOLVED, ticket_due, ticket_facts
 from streams.events import (
@@ -122,49 +124,69 @@ COUNTER_HASHES = ("b", "d", "n", TOTAL)  # window-key kinds stored as hashes (th
 class Deltas:
     """A batch's writes, pre-aggregated: counter increments and sorted-set adds/removes.
 
-    ``add`` only sums each entity's ``after - before`` per (queue, minute, field); spreading
+    Counters are summed in ``raw`` per (queue, minute, field): the incremental cores add to it
+    directly (``count``), the others through ``add`` (``after - before`` of an entity). Spreading
     onto buckets, days and lifetime totals happens once per distinct key when ``counters`` is
-    read, so the cost per entity does not depend on how many structures a field lands in.
+    read, so the cost per event does not depend on how many structures a field lands in.
     """
 
-    __slots__ = ("_raw", "_spread", "_cfg", "zadd", "zrem")
+    __slots__ = ("raw", "unit", "_spread", "_cfg", "zops", "_zcache")
 
     def __init__(self) -> None:
-        self._raw: dict[tuple[str, Optional[int], str], int] = defaultdict(int)
+        # (queue, start of the minute in ms, or None for a gauge, field) -> increment
+        self.raw: dict[tuple[str, Optional[int], str], int] = defaultdict(int)
+        self.unit = 60_000
         self._spread: dict[WindowKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._cfg: Optional[MetricsConfig] = None
-        self.zadd: dict[WindowKey, dict[str, int]] = defaultdict(dict)
-        self.zrem: dict[WindowKey, set[str]] = defaultdict(set)
+        # (kind, queue, bucket / day / "", member) -> score, or None to remove: the last write wins
+        self.zops: dict[tuple[str, str, object, str], Optional[int]] = {}
+        self._zcache: Optional[tuple[dict[WindowKey, dict[str, int]], dict[WindowKey, set[str]]]] = None
+
+    def bind(self, cfg: MetricsConfig) -> None:
+        """Use ``cfg`` (bucket width, queue days) for what is recorded next."""
+        if self._cfg is not cfg:
+            self._cfg = cfg
+            # Minutes are the unit: buckets are whole minutes or divide one, and day boundaries fall on
+            # whole minutes (every time zone's offset since 1980 is whole minutes; resets are HH:MM).
+            self.unit = _unit_ms(cfg.bucket_seconds)
 
     @property
     def counters(self) -> dict[WindowKey, dict[str, int]]:
         """Counter increments per window key (``("b", queue, bucket)``, ``("d", queue, day)``...)."""
-        raw, cfg = self._raw, self._cfg
+        raw, cfg = self.raw, self._cfg
         if raw and cfg is not None:
             out, width = self._spread, cfg.bucket_seconds
+            windows: dict[tuple[str, int], tuple[dict[str, int], dict[str, int], dict[str, int]]] = {}
             for (queue, ts, name), d in raw.items():
                 if not d:
                     continue
                 if ts is None:
                     out[("n", queue, "")][name] += d
-                elif name.startswith(HIST):
-                    out[(TOTAL, queue, "")][name] += d
+                    continue
+                # The bucket, day and lifetime hashes of this (queue, minute), looked up once per batch.
+                w = windows.get((queue, ts))
+                if w is None:
+                    w = windows[(queue, ts)] = (out[("b", queue, bucket_start(ts, width))],
+                                                out[("d", queue, day_of(ts, cfg.queue(queue)))], out[(TOTAL, queue, "")])
+                to_total = _TO_TOTAL.get(name)
+                if to_total is None:
+                    to_total = _TO_TOTAL[name] = (
+                        2 if name.startswith(HIST) else 1 if name in TOTAL_FIELDS or name.startswith(BLOCKED_REASON) else 0)
+                if to_total == 2:
+                    w[2][name] += d  # histograms count only in the lifetime hash
                 else:
-                    out[("b", queue, bucket_start(ts, width))][name] += d
-                    out[("d", queue, day_of(ts, cfg.queue(queue)))][name] += d
-                    if name in TOTAL_FIELDS or name.startswith(BLOCKED_REASON):
-                        out[(TOTAL, queue, "")][name] += d
+                    w[0][name] += d
+                    w[1][name] += d
+                    if to_total:
+                        w[2][name] += d
             raw.clear()
         return self._spread
 
     def add(self, before: Contribution, after: Contribution, cfg: MetricsConfig) -> None:
         """Record ``after - before``; counters are summed per minute and spread when read."""
-        self._cfg = cfg
-        raw = self._raw
+        self.bind(cfg)
+        raw, unit = self.raw, self.unit
         b, a = before.counters, after.counters
-        # Minutes are the unit: buckets are whole minutes or divide one, and day boundaries fall on
-        # whole minutes (every time zone's offset since 1980 is whole minutes; resets are HH:MM).
-        unit = _unit_ms(cfg.bucket_seconds)
         for key, v in a.items():
             d = v - b.get(key, 0)
             if d:
@@ -174,25 +196,69 @@ class Deltas:
             if key not in a and v:
                 queue, ts, name = key
                 raw[(queue, None if ts is None else ts - ts % unit, name)] -= v
-        if not (before.members or after.members):
-            return
-        width = cfg.bucket_seconds
-        for key in before.members.keys() | after.members.keys():
-            score = after.members.get(key)
-            if score is not None and before.members.get(key) == score:
-                continue
-            kind, queue, ts, member = key
-            if ts is None:
-                targets: list[WindowKey] = [(kind, queue, "")]
-            else:
-                targets = [(kind, queue, bucket_start(ts, width)), (kind + "d", queue, day_of(ts, cfg.queue(queue)))]
-            for wk in targets:
+        if before.members or after.members:
+            self.members(before.members, after.members)
+
+    def members(self, before: Members, after: Members) -> None:
+        """Record the sorted-set changes from ``before`` to ``after`` (keys ``(kind, queue, ts or None, member)``)."""
+        for key in before.keys() | after.keys():
+            score = after.get(key)
+            if score is None:
+                self.zdel(*key)
+            elif before.get(key) != score:
+                self.zset(*key, score)
+
+    def zset(self, kind: str, queue: str, ts: Optional[int], member: str, score: Optional[int]) -> None:
+        """Set ``member``'s score in the sorted set ``kind`` of ``queue`` (its bucket's and day's when ``ts``);
+        a score of None removes it. The last call for a member wins."""
+        ops = self.zops
+        self._zcache = None
+        if ts is None:
+            ops[(kind, queue, "", member)] = score
+        else:
+            cfg = self._cfg
+            assert cfg is not None, "bind(cfg) first"
+            width = cfg.bucket_seconds
+            ops[(kind, queue, ts // (width * 1000) * width, member)] = score
+            ops[(_DAY_KIND.get(kind) or _day_kind(kind), queue, day_of(ts, cfg.queue(queue)), member)] = score
+
+    def zdel(self, kind: str, queue: str, ts: Optional[int], member: str) -> None:
+        """Remove ``member`` from the sorted set ``kind`` of ``queue``."""
+        self.zset(kind, queue, ts, member, None)
+
+    @property
+    def zadd(self) -> dict[WindowKey, dict[str, int]]:
+        """Members to add (or re-score) per sorted set."""
+        return self._zsplit()[0]
+
+    @property
+    def zrem(self) -> dict[WindowKey, set[str]]:
+        """Members to remove per sorted set."""
+        return self._zsplit()[1]
+
+    def _zsplit(self) -> tuple[dict[WindowKey, dict[str, int]], dict[WindowKey, set[str]]]:
+        if self._zcache is None:
+            add: dict[WindowKey, dict[str, int]] = defaultdict(dict)
+            rem: dict[WindowKey, set[str]] = defaultdict(set)
+            for (kind, queue, part, member), score in self.zops.items():
                 if score is None:
-                    self.zadd[wk].pop(member, None)
-                    self.zrem[wk].add(member)
+                    rem[(kind, queue, part)].add(member)
                 else:
-                    self.zrem[wk].discard(member)
-                    self.zadd[wk][member] = score
+                    add[(kind, queue, part)][member] = score
+            self._zcache = (add, rem)
+        return self._zcache
+
+
+_DAY_KIND: dict[str, str] = {}  # sorted-set kind -> the kind of its per-day set ("zw" -> "zwd")
+
+
+def _day_kind(kind: str) -> str:
+    name = _DAY_KIND[kind] = kind + "d"
+    return name
+
+
+# Where a counter field also counts: 0 buckets and days, 1 also the lifetime hash, 2 only there (histograms).
+_TO_TOTAL: dict[str, int] = {}
 
 
 def _unit_ms(bucket_seconds: int) -> int:
@@ -205,6 +271,21 @@ class BaseCore:
 
     # Whether ``contributions(..., leaving=True)`` can differ for a finished entity (tickets: it can).
     leaving_changes = False
+    # Incremental cores define ``step(state, event, ts_ms, cfg, deltas)``: it updates the state in place
+    # and records the event's effect, equal to ``contributions`` after minus before. The batch loop
+    # diffs ``contributions`` once per touched entity for the cores without one.
+    step: Optional[Callable[..., tuple[object, str, str]]] = None
+    name = ""
+
+    @classmethod
+    def apply(cls, state: object, ev: Event, cfg: MetricsConfig) -> tuple[object, str, str]:
+        """Fold one event into a copy of ``state``: (new state, problem, detail), problem "" when applied."""
+        assert cls.step is not None
+        copy = None if state is None else decode_state(cls.name, encode_state(state))
+        deltas = Deltas()
+        deltas.bind(cfg)
+        new, problem, detail = cls.step(copy, ev, round(ev.ts * 1000), cfg, deltas)
+        return new, problem, detail
 
     @staticmethod
     def key(ev: Event) -> str:
@@ -222,7 +303,7 @@ class BaseCore:
 Mark = tuple[int, str]  # (ts_ms, event_id) of the event that recorded a step
 
 
-class Leg(msgspec.Struct, frozen=True, omit_defaults=True):
+class Leg(msgspec.Struct, omit_defaults=True, gc=False):
     """What is known of one call leg ``(call_id, queue)``: each step's event, and its payload."""
 
     offered: Optional[Mark] = None
@@ -237,11 +318,15 @@ class Leg(msgspec.Struct, frozen=True, omit_defaults=True):
     wrapup: Optional[Mark] = None
 
 
-class CallState(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Every leg of one call, the event ids applied (for dedup), and its first and last event time."""
+class CallState(msgspec.Struct, omit_defaults=True, gc=False):
+    """Every leg of one call, the event ids applied (for dedup), and its first and last event time.
+
+    Mutable: ``CallsCore.step`` updates it in place. It holds only strings, numbers and containers
+    of them (no cycles), so the garbage collector need not track it.
+    """
 
     legs: dict[str, Leg] = {}
-    seen: tuple[str, ...] = ()
+    seen: list[str] = []
     first_ms: int = 0
     last_ms: int = 0
 
@@ -258,13 +343,11 @@ _STEP = {
 # A leg follows one path: answered (-> ended -> wrap-up), abandoned, timed out, or blocked.
 _PATH = {"answered": "answered", "ended": "answered", "wrapup": "answered", "abandoned": "abandoned",
          "timed_out": "timed_out", "blocked": "blocked"}
-
-
-def _path(leg: Leg) -> Optional[str]:
-    for step, path in _PATH.items():
-        if getattr(leg, step) is not None:
-            return path
-    return None
+# Steps that can change which legs are waiting (an offer can also move another leg on).
+_WAIT_STEPS = frozenset({"offered", "answered", "abandoned", "timed_out"})
+# The steps each term of a leg's contribution needs: a term is counted when the last of them is recorded.
+_HANDLED_STEPS = frozenset({"offered", "answered", "ended"})
+_WRAPUP_STEPS = frozenset({"offered", "answered", "ended", "wrapup"})
 
 
 def outcome(leg: Leg) -> Optional[tuple[str, int]]:
@@ -289,54 +372,169 @@ def leg_finished(state: CallState, queue: str, leg: Leg) -> bool:
     return leg.offered is not None and outcome(leg) is None and transferred(state, queue, leg)
 
 
+def waiting(state: CallState) -> Members:
+    """The call's legs waiting now (offered, no outcome, not moved on to a later queue), as members."""
+    out: Members = {}
+    legs = state.legs
+    for queue, leg in legs.items():
+        offered = leg.offered
+        if offered is None or leg.answered is not None or leg.abandoned is not None or leg.timed_out is not None:
+            continue
+        if len(legs) > 1 and transferred(state, queue, leg):
+            continue
+        out[(Z_WAITING, queue, None, offered[1])] = offered[0]
+    return out
+
+
+_wait_fields: dict[tuple[str, tuple[int, ...], Optional[int]], tuple[str, str]] = {}
+
+
+def _wait_hist(step: str, bounds: tuple[int, ...], wait: int) -> tuple[str, str]:
+    """``hist_fields`` of a wait, cached per (outcome, bounds, bucket): the f-strings are the cost."""
+    bound = bucket_bound(bounds, wait)
+    key = (step, bounds, bound)
+    names = _wait_fields.get(key)
+    if names is None:
+        names = _wait_fields[key] = hist_fields(WAIT_HIST + step, bounds, wait)
+    return names
+
+
 class CallsCore(BaseCore):
     """The call domain: one state per ``call_id``."""
 
     name = "calls"
     state_type = CallState
+    key = attrgetter("call_id")
 
     @staticmethod
-    def apply(state: Optional[CallState], ev: Event, cfg: MetricsConfig) -> tuple[Optional[CallState], str, str]:
-        """Fold one event into the call; returns (new state, problem, detail) with problem "" when applied."""
+    def step(state: Optional[CallState], ev: Event, ts: int, cfg: MetricsConfig,
+             deltas: Deltas) -> tuple[Optional[CallState], str, str]:
+        """Record one event in the call (in place) and its effect on the counters.
+
+        Returns (state, problem, detail) with problem "" when applied. Each term of a leg's
+        ``contributions`` is fixed once all the steps it needs are recorded (a step is recorded
+        once), so it is counted when the last of them arrives, in whatever order they come; the
+        waiting gauge, which an offer on another queue can end, is diffed instead.
+        """
         assert isinstance(ev, CallEvent)
-        ts = ev.ts_ms
-        state = state or CallState(first_ms=ts, last_ms=ts)
-        if ev.event_id in state.seen:
+        eid = ev.event_id
+        if state is None:
+            state = CallState(first_ms=ts, last_ms=ts)
+        elif eid in state.seen:
             return None, "duplicate", ""
         step = _STEP[type(ev)]
-        leg = state.legs.get(ev.queue) or Leg()
-        if getattr(leg, step) is not None:
-            return None, "invalid_transition", f"{ev.type} was already recorded for call {ev.call_id} in {ev.queue}"
-        path, have = _PATH.get(step), _path(leg)
-        if (path is not None and have is not None and path != have) or (step == "offered" and have == "blocked") or (
-            step == "blocked" and leg.offered is not None
-        ):
-            return None, "invalid_transition", (
-                f"{ev.type} cannot follow the {have or 'offered'} path already recorded for call "
-                f"{ev.call_id} in {ev.queue}"
-            )
-        changes: dict[str, object] = {step: (ts, ev.event_id)}
-        if isinstance(ev, CallBlocked):
-            changes["block_reason"] = ev.reason
-        elif isinstance(ev, CallAnswered):
-            changes["agent_id"] = ev.agent_id
-        elif isinstance(ev, CallEnded) and ev.hold_seconds is not None:
-            changes["hold_ms"] = round(ev.hold_seconds * 1000)
-        leg = msgspec.structs.replace(leg, **changes)
-        return (
-            CallState(
-                legs={**state.legs, ev.queue: leg},
-                seen=state.seen + (ev.event_id,),
-                first_ms=min(state.first_ms, ts),
-                last_ms=max(state.last_ms, ts),
-            ),
-            "",
-            "",
-        )
+        queue = ev.queue
+        legs = state.legs
+        leg = legs.get(queue)
+        # The waiting gauge: one leg (the common case) is waiting while offered with no outcome; with
+        # more, an offer on one queue can move another leg on, so the whole call is diffed.
+        single = not legs
+        if leg is None:
+            leg = Leg()  # a new leg accepts any step
+        else:
+            if getattr(leg, step) is not None:
+                return None, "invalid_transition", f"{ev.type} was already recorded for call {ev.call_id} in {queue}"
+            have = ("answered" if leg.answered or leg.ended or leg.wrapup else "abandoned" if leg.abandoned else
+                    "timed_out" if leg.timed_out else "blocked" if leg.blocked else None)
+            path = _PATH.get(step)
+            if (path is not None and have is not None and path != have) or (step == "offered" and have == "blocked") or (
+                step == "blocked" and leg.offered is not None
+            ):
+                return None, "invalid_transition", (
+                    f"{ev.type} cannot follow the {have or 'offered'} path already recorded for call "
+                    f"{ev.call_id} in {queue}"
+                )
+            single = len(legs) == 1
+        affects_waiting = step in _WAIT_STEPS
+        was_waiting: object = None
+        if affects_waiting:
+            if single:
+                was_waiting = leg.offered is not None and leg.answered is None and leg.abandoned is None and \
+                    leg.timed_out is None
+            else:
+                was_waiting = waiting(state)
+        setattr(leg, step, (ts, eid))
+        if step == "blocked":
+            leg.block_reason = ev.reason  # type: ignore[attr-defined]
+        elif step == "answered":
+            leg.agent_id = ev.agent_id  # type: ignore[attr-defined]
+        elif step == "ended" and ev.hold_seconds is not None:  # type: ignore[attr-defined]
+            leg.hold_ms = round(ev.hold_seconds * 1000)  # type: ignore[attr-defined]
+        legs[queue] = leg
+        state.seen.append(eid)
+        if ts < state.first_ms:
+            state.first_ms = ts
+        elif ts > state.last_ms:
+            state.last_ms = ts
+
+        c, unit = deltas.raw, deltas.unit
+        if step == "blocked":
+            m = ts - ts % unit
+            c[(queue, m, BLOCKED)] += 1
+            c[(queue, m, BLOCKED_REASON + (leg.block_reason or "unknown"))] += 1
+        elif leg.offered is not None:
+            offered, leg_id = leg.offered
+            if step == "offered":
+                c[(queue, offered - offered % unit, OFFERED)] += 1
+            if leg.answered is not None:
+                result, at = "answered", leg.answered[0]
+            elif leg.abandoned is not None:
+                result, at = "abandoned", leg.abandoned[0]
+            elif leg.timed_out is not None:
+                result, at = "timed_out", leg.timed_out[0]
+            else:
+                result = ""
+            if result and (step == "offered" or step == result):
+                q = cfg.queue(queue)
+                wait = max(0, at - offered)
+                m = at - at % unit
+                deltas.zset(Z_WAIT, queue, at, leg_id, wait)
+                bucket, total = _wait_hist(result, q.wait_bounds_ms, wait)
+                c[(queue, m, bucket)] += 1
+                c[(queue, m, total)] += wait
+                if result == "answered":
+                    c[(queue, m, ANSWERED)] += 1
+                    c[(queue, m, ANSWER_WAIT_MS)] += wait
+                    if wait <= q.sl_threshold_ms:
+                        c[(queue, m, ANSWERED_IN_SL)] += 1
+                elif result == "abandoned":
+                    c[(queue, m, ABANDONED)] += 1
+                    if wait <= q.short_abandon_ms:
+                        c[(queue, m, SHORT_ABANDONED)] += 1
+                    if wait <= q.sl_threshold_ms:
+                        c[(queue, m, ABANDONED_IN_SL)] += 1
+                else:
+                    c[(queue, m, TIMED_OUT)] += 1
+            if result == "answered" and leg.ended is not None:
+                ended = leg.ended[0]
+                if step in _HANDLED_STEPS:
+                    m = ended - ended % unit
+                    c[(queue, m, HANDLED)] += 1
+                    c[(queue, m, TALK_MS)] += max(0, ended - at)
+                    c[(queue, m, HOLD_MS)] += leg.hold_ms or 0
+                if leg.wrapup is not None and step in _WRAPUP_STEPS:
+                    done = leg.wrapup[0]
+                    m = done - done % unit
+                    c[(queue, m, WRAPUPS)] += 1
+                    c[(queue, m, ACW_MS)] += max(0, done - ended)
+        if affects_waiting:
+            if single:
+                if was_waiting or step == "offered":
+                    offered_mark = leg.offered
+                    assert offered_mark is not None
+                    now = leg.answered is None and leg.abandoned is None and leg.timed_out is None
+                    if now != was_waiting:
+                        deltas.zset(Z_WAITING, queue, None, offered_mark[1], offered_mark[0] if now else None)
+            else:
+                now_waiting = waiting(state)
+                if now_waiting != was_waiting:
+                    deltas.members(was_waiting, now_waiting)  # type: ignore[arg-type]
+        return state, "", ""
 
     @staticmethod
     def contributions(state: CallState, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:
-        """Everything one call adds to counters and sets; an expired call is no longer waiting."""
+        """Everything one call adds to counters and sets (the definition ``step`` keeps incrementally);
+        an expired call is no longer waiting."""
         out = Contribution()
         c, m = out.counters, out.members
         for queue, leg in state.legs.items():
@@ -386,14 +584,12 @@ class CallsCore(BaseCore):
     def due(state: CallState, cfg: MetricsConfig) -> tuple[int, bool]:
         """When the call may leave memory, and whether it is finished (else it will expire)."""
         legs = state.legs
-        if len(legs) == 1:  # the common case, inlined: one leg cannot have been transferred
-            (leg,) = legs.values()
-            done = bool(leg.blocked or leg.abandoned or leg.timed_out or (leg.answered and leg.ended and leg.wrapup))
-        else:
-            done = all(leg_finished(state, q, leg) for q, leg in legs.items())
-        if done:
-            return state.last_ms + cfg.lateness_ms, True
-        return state.first_ms + cfg.call_max_age_seconds * 1000, False
+        for queue, leg in legs.items():
+            if not (leg.blocked or leg.abandoned or leg.timed_out or (leg.answered and leg.ended and leg.wrapup)):
+                # A leg waiting with no outcome is finished once the call moved on to a later queue.
+                if len(legs) == 1 or leg.offered is None or leg.answered or not transferred(state, queue, leg):
+                    return state.first_ms + cfg.call_max_age_ms, False
+        return state.last_ms + cfg.lateness_ms, True
 
 
 
@@ -407,13 +603,16 @@ def state_key_of(leg: Leg) -> str:
 AgentMark = tuple[int, str, str, tuple[str, ...]]  # (ts_ms, event_id, state, queues)
 
 
-class AgentStateRecord(msgspec.Struct, frozen=True, omit_defaults=True):
-    """An agent's state changes still within the lateness horizon (sorted by time), and the ids seen."""
+class AgentStateRecord(msgspec.Struct, omit_defaults=True, gc=False):
+    """An agent's state changes still within the lateness horizon (sorted by time), and the ids seen.
+
+    Mutable: ``AgentsCore.step`` inserts into it in place.
+    """
 
     agent_id: str = ""
-    changes: tuple[AgentMark, ...] = ()
-    seen: tuple[str, ...] = ()
-    reasons: tuple[tuple[str, str], ...] = ()  # (event_id, reason) of the changes that gave one (the agent view)
+    changes: list[AgentMark] = []
+    seen: list[str] = []
+    reasons: list[tuple[str, str]] = []  # (event_id, reason) of the changes that gave one (the agent view)
 
     def latest(self) -> Optional[tuple[int, str, tuple[str, ...], Optional[str]]]:
         """(since ms, state, queues, reason) of the newest change."""
@@ -433,29 +632,81 @@ def _split_ms(start: int, end: int, width_s: int) -> Iterable[tuple[int, int]]:
         t = min(edge, end)
 
 
+def _interval(deltas: Deltas, start: AgentMark, end_ms: int, width_s: int, sign: int) -> None:
+    """Count (``sign`` 1) or uncount (-1) the closed interval from change ``start`` to ``end_ms``."""
+    t, _, st, queues = start
+    if st not in OCCUPANCY_STATES:
+        return
+    c, unit, name, width = deltas.raw, deltas.unit, AGENT_MS + st, width_s * 1000
+    while t < end_ms:  # as _split_ms, inlined
+        edge = t - t % width + width
+        if edge > end_ms:
+            edge = end_ms
+        m, ms = t - t % unit, sign * (edge - t)
+        for q in queues:
+            c[(q, m, name)] += ms
+        t = edge
+
+
+def _latest_gauges(deltas: Deltas, mark: AgentMark, sign: int) -> None:
+    """Count (``sign`` 1) or uncount (-1) the agent in the gauges of its latest change."""
+    c, st = deltas.raw, mark[2]
+    gauge = AGENT_GAUGE + st
+    for q in mark[3]:
+        c[(q, None, gauge)] += sign
+        if st != "offline":
+            c[(q, None, STAFFED)] += sign
+
+
 class AgentsCore(BaseCore):
     """The agent domain: one state per ``agent_id``; gauges per queue from the latest state."""
 
     name = "agents"
     state_type = AgentStateRecord
+    key = attrgetter("agent_id")
 
     @staticmethod
-    def apply(
-        state: Optional[AgentStateRecord], ev: Event, cfg: MetricsConfig
-    ) -> tuple[Optional[AgentStateRecord], str, str]:
-        """Insert one state change in time order."""
-        state = state or AgentStateRecord()
-        if ev.event_id in state.seen:
+    def step(state: Optional[AgentStateRecord], ev: Event, ts: int, cfg: MetricsConfig,
+             deltas: Deltas) -> tuple[Optional[AgentStateRecord], str, str]:
+        """Insert one state change in time order (in place) and record its effect.
+
+        A change splits the interval it lands in: the old interval is uncounted and the two new
+        ones counted. A change that becomes the latest also moves the agent's gauges and members.
+        """
+        assert isinstance(ev, AgentState)
+        if state is None:
+            state = AgentStateRecord(agent_id=ev.agent_id)
+        elif ev.event_id in state.seen:
             return None, "duplicate", ""
-        mark: AgentMark = (ev.ts_ms, ev.event_id, ev.state, tuple(ev.queues))  # type: ignore[attr-defined]
-        reason = ev.reason  # type: ignore[attr-defined]
-        new = AgentStateRecord(
-            agent_id=ev.agent_id,  # type: ignore[attr-defined]
-            changes=tuple(sorted(state.changes + (mark,))),
-            seen=state.seen + (ev.event_id,),
-            reasons=state.reasons + ((ev.event_id, reason),) if reason else state.reasons,
-        )
-        return new, "", ""
+        mark: AgentMark = (ts, ev.event_id, ev.state, tuple(ev.queues))
+        changes = state.changes
+        i = bisect_right(changes, mark)
+        prev = changes[i - 1] if i else None
+        nxt = changes[i] if i < len(changes) else None
+        width = cfg.bucket_seconds
+        if prev is not None:
+            if nxt is not None:
+                _interval(deltas, prev, nxt[0], width, -1)
+            _interval(deltas, prev, ts, width, 1)
+        if nxt is not None:
+            _interval(deltas, mark, nxt[0], width, 1)
+        else:
+            agent = ev.agent_id
+            if prev is not None:
+                _latest_gauges(deltas, prev, -1)
+            _latest_gauges(deltas, mark, 1)
+            if prev is not None and prev[2] in OCCUPANCY_STATES:
+                for q in prev[3]:
+                    deltas.zset(Z_OPEN + prev[2], q, None, agent, None)
+            if ev.state in OCCUPANCY_STATES:
+                for q in mark[3]:
+                    deltas.zset(Z_OPEN + ev.state, q, None, agent, ts)  # the last write wins: a kept member stays
+        changes.insert(i, mark)
+        state.agent_id = ev.agent_id
+        state.seen.append(ev.event_id)
+        if ev.reason:
+            state.reasons.append((ev.event_id, ev.reason))
+        return state, "", ""
 
     @staticmethod
     def contributions(state: AgentStateRecord, cfg: MetricsConfig, expired: bool = False,
@@ -496,14 +747,15 @@ class AgentsCore(BaseCore):
         for i, ch in enumerate(changes):
             if ch[0] < horizon_ms:
                 keep_from = i
+            else:
+                break
         if keep_from == 0:
             return state
         dropped = {ch[1] for ch in changes[:keep_from]}
-        return AgentStateRecord(
-            agent_id=state.agent_id, changes=changes[keep_from:], seen=tuple(e for e in state.seen if e not in dropped),
-            reasons=tuple(r for r in state.reasons if r[0] not in dropped),
-        )
-
+        del changes[:keep_from]
+        state.seen = [e for e in state.seen if e not in dropped]
+        state.reasons = [r for r in state.reasons if r[0] not in dropped]
+        return state
 
 
 # ------------------------------------------------------------- surveys: state
@@ -525,16 +777,23 @@ class SurveysCore(BaseCore):
 
     name = "surveys"
     state_type = SurveyRecord
+    key = attrgetter("survey_id")
 
     @staticmethod
-    def apply(state: Optional[SurveyRecord], ev: Event, cfg: MetricsConfig) -> tuple[Optional[SurveyRecord], str, str]:
-        """Record the response; a second one with another id is an invalid transition."""
+    def step(state: Optional[SurveyRecord], ev: Event, ts: int, cfg: MetricsConfig,
+             deltas: Deltas) -> tuple[Optional[SurveyRecord], str, str]:
+        """Record the response and count it; a second one with another id is an invalid transition."""
         assert isinstance(ev, SurveyResponse)
         if state is not None:
             if state.event_id == ev.event_id:
                 return None, "duplicate", ""
             return None, "invalid_transition", f"survey {ev.survey_id} already has a response ({state.event_id})"
-        return SurveyRecord(ev.event_id, ev.ts_ms, ev.kind, ev.score, ev.queue, ev.agent_id), "", ""
+        c, queue, m = deltas.raw, ev.queue, ts - ts % deltas.unit
+        for name, value in survey_fields(ev.kind, ev.score).items():
+            c[(queue, m, name)] += value
+            if ev.agent_id:
+                c[(queue, m, f"{BY_AGENT}{ev.agent_id}:{name}")] += value
+        return SurveyRecord(ev.event_id, ts, ev.kind, ev.score, queue, ev.agent_id), "", ""
 
     @staticmethod
     def contributions(state: SurveyRecord, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:
@@ -600,6 +859,7 @@ class TicketsCore(BaseCore):
 
     name = "tickets"
     state_type = TicketRecord
+    key = attrgetter("ticket_id")
     leaving_changes = True  # a ticket leaving memory finalizes its FCR
 
     @staticmethod
@@ -693,6 +953,8 @@ class DomainCore(Protocol):
     name: str
     state_type: type
 
+    step: Optional[Callable[..., tuple[object, str, str]]]
+
     @staticmethod
     def key(ev: Event) -> str: ...
 
@@ -723,6 +985,11 @@ class PartitionState:
     heap: list[tuple[int, str]] = field(default_factory=list)
     # (due, finished) of each entity's state as of the end of the last batch: saves recomputing it per event.
     dues: dict[str, tuple[Optional[int], bool]] = field(default_factory=dict)
+    # Cores without ``step``: the contribution of recently changed entities' current state (the oldest
+    # go first past MEMO_SIZE), so the next batch that touches one need not recompute its "before".
+    memo: dict[str, Contribution] = field(default_factory=dict)
+    memo_hits: int = 0
+    memo_misses: int = 0
 
     def index(self, core: DomainCore, cfg: MetricsConfig) -> None:
         """Rebuild the due-time heap (after loading states from the store)."""
@@ -743,6 +1010,7 @@ class BatchResult:
     deltas: Deltas = field(default_factory=Deltas)
     queues: set[str] = field(default_factory=set)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index in events, reason, detail)
+    applied_ts: list[int] = field(default_factory=list)  # event time (ms) of every applied event, in order
     applied: int = 0
     duplicates: int = 0
     late: int = 0
@@ -757,91 +1025,135 @@ def apply_batch(
 ) -> BatchResult:
     """Apply a batch in arrival order: lateness, eviction, dedup, transitions; then sweep the heap."""
     res = result or BatchResult()
-    before: dict[str, Contribution] = {}
+    deltas = res.deltas
+    deltas.bind(cfg)
+    step, contributions, due_of, key = core.step, core.contributions, core.due, core.key
+    compact = None if core.compact is BaseCore.compact else core.compact
+    before: dict[str, Contribution] = {}  # cores without ``step``: each touched entity's contribution before
+    touched: dict[str, None] = {}  # entities whose state this batch changed, in order
     custom = Contribution()
     lateness = cfg.lateness_ms
-    dues, queues = part.dues, res.queues
+    states, dues, changed, memo = part.states, part.dues, res.changed, part.memo
+    queues, applied_ts = res.queues, res.applied_ts
+    applied_before = len(applied_ts)
 
     def retire(k: str, st: object, finished: bool) -> None:
         # The entity leaves memory; an unfinished one expires and leaves the live gauges.
         base = before.pop(k, None)
         if base is None and (not finished or core.leaving_changes):
-            base = core.contributions(st, cfg)
+            base = contributions(st, cfg)
         if base is not None:  # else leaving changes nothing: a finished entity adds the same whether kept or not
-            res.deltas.add(base, core.contributions(st, cfg, expired=not finished, leaving=True), cfg)
-        del part.states[k]
-        part.dues.pop(k, None)
-        res.changed[k] = None
+            deltas.add(base, contributions(st, cfg, expired=not finished, leaving=True), cfg)
+        touched.pop(k, None)
+        memo.pop(k, None)
+        del states[k]
+        dues.pop(k, None)
+        changed[k] = None
         if finished:
             res.evicted += 1
         else:
             res.expired += 1
 
-    states, key, due_of, apply, contributions = part.states, core.key, core.due, core.apply, core.contributions
-    custom_counters = cfg.custom_counters
-    stream = part.stream_ms
+    # Stream time as a number throughout (-inf-like before the first event): fewer branches per event.
+    stream = part.stream_ms if part.stream_ms is not None else _NO_STREAM
+    floor = stream - lateness
+    get, dues_get, dues_pop = states.get, dues.get, dues.pop
+    append_ts, add_queue, custom_counters = applied_ts.append, queues.add, cfg.custom_counters
+    agents = core is AgentsCore
     for i, ev in enumerate(events):
         ts = round(ev.ts * 1000)  # == ev.ts_ms, without the property call (the hottest loop in ccmon)
-        if stream is not None and ts < stream - lateness:
+        if ts < floor:
             res.late += 1
             res.rejected.append((i, "late", f"event time is {(stream - ts) / 1000:.3f}s behind the partition's "
                                             f"stream time; the lateness allowed is {cfg.lateness_seconds}s"))
             continue
         k = key(ev)
-        st = states.get(k)
-        if st is not None and stream is not None:
-            known = None if k in before else dues.get(k)
-            due, finished = known if known is not None else due_of(st, cfg)
-            if due is not None and due < stream:
-                retire(k, st, finished)
+        st = get(k)
+        if st is not None:
+            due = dues_get(k)  # cached for states this batch has not changed yet
+            if due is None:
+                due = due_of(st, cfg)
+            if due[0] is not None and due[0] < stream:
+                retire(k, st, due[1])
                 st = None
-        new, problem, detail = apply(st, ev, cfg)
-        if problem == "duplicate":
-            res.duplicates += 1
-            continue
+        if step is not None:
+            new, problem, detail = step(st, ev, ts, cfg, deltas)
+        else:
+            new, problem, detail = core.apply(st, ev, cfg)
         if problem:
-            res.invalid += 1
-            res.rejected.append((i, problem, detail))
+            if problem == "duplicate":
+                res.duplicates += 1
+            else:
+                res.invalid += 1
+                res.rejected.append((i, problem, detail))
             continue
-        if k not in before:
-            before[k] = contributions(st, cfg) if st is not None else EMPTY
-        states[k] = new
-        res.applied += 1
+        if k not in touched:
+            touched[k] = None
+            if step is None:
+                base = None if st is None else memo.pop(k, None)
+                if base is None and st is not None:
+                    base = contributions(st, cfg)
+                    part.memo_misses += 1
+                elif st is not None:
+                    part.memo_hits += 1
+                before[k] = base or EMPTY
+        if new is not st:
+            states[k] = new
+        if st is not None:
+            dues_pop(k, None)
+        append_ts(ts)
         q = getattr(ev, "queue", None)
         if q:
-            queues.add(q)
-        if type(ev) is AgentState:
-            queues.update(ev.queues)
-        for counter in custom_counters:
-            if counter.matches(ev):
-                custom.counters[(getattr(ev, "queue", None) or GLOBAL, ts, CUSTOM + counter.name)] += 1
-        if stream is None or ts > stream:
-            stream = part.stream_ms = ts
+            add_queue(q)
+        if agents:
+            queues.update(ev.queues)  # type: ignore[attr-defined]
+        if custom_counters:
+            for counter in custom_counters:
+                if counter.matches(ev):
+                    custom.counters[(getattr(ev, "queue", None) or GLOBAL, ts, CUSTOM + counter.name)] += 1
+        if ts > stream:
+            stream, floor = ts, ts - lateness
+    res.applied += len(applied_ts) - applied_before
+    if stream != _NO_STREAM:
+        part.stream_ms = stream
 
     if custom.counters:
-        res.deltas.add(EMPTY, custom, cfg)
-    horizon = (part.stream_ms or 0) - lateness
-    for k, base in before.items():
-        st = part.states[k]
-        res.deltas.add(base, core.contributions(st, cfg), cfg)
-        st = part.states[k] = core.compact(st, horizon)
-        res.changed[k] = st
-        known = dues[k] = core.due(st, cfg)
-        if known[0] is not None:
-            heapq.heappush(part.heap, (known[0], k))
+        deltas.add(EMPTY, custom, cfg)
+    horizon = stream - lateness
+    heap, push = part.heap, heapq.heappush
+    for k in touched:
+        st = states[k]
+        if step is None:
+            after = contributions(st, cfg)
+            deltas.add(before[k], after, cfg)
+            if compact is None:
+                memo[k] = after
+                if len(memo) > MEMO_SIZE:
+                    del memo[next(iter(memo))]
+        if compact is not None:
+            st = states[k] = compact(st, horizon)
+        changed[k] = st
+        due = dues[k] = due_of(st, cfg)
+        if due[0] is not None:
+            push(heap, (due[0], k))
     before.clear()  # every touched entity's delta is recorded; a sweep below starts from its new state
-    stream = part.stream_ms
-    while stream is not None and part.heap and part.heap[0][0] < stream:
-        due_at, k = heapq.heappop(part.heap)
-        st = part.states.get(k)
+    touched.clear()
+    pop = heapq.heappop
+    while heap and heap[0][0] < stream:
+        due_at, k = pop(heap)
+        st = get(k)
         if st is None:
             continue
-        due, finished = core.due(st, cfg)
-        if due == due_at:  # else a stale entry: the entity changed since it was pushed
-            retire(k, st, finished)
-    if len(part.heap) > 4 * len(part.states) + 1024:
+        due = dues_get(k) or due_of(st, cfg)
+        if due[0] == due_at:  # else a stale entry: the entity changed since it was pushed
+            retire(k, st, due[1])
+    if len(heap) > 4 * len(states) + 1024:
         part.index(core, cfg)  # drop stale entries so the heap stays proportional to the live entities
     return res
+
+
+_NO_STREAM = -(1 << 62)  # stream time before any event: every time is on time
+MEMO_SIZE = 20_000  # contributions remembered per partition (cores without ``step``)
 
 
 CORES: dict[str, DomainCore] = {  # type: ignore[dict-item]

@@ -121,6 +121,24 @@ def _timeline(events: Sequence[TicketEvent], cfg: MetricsConfig) -> Optional[_Ti
     return tl
 
 
+# The last timeline built from a tuple of events: the streaming core asks for a ticket's facts and then its
+# due time from the same state, one after the other. Only tuples are kept (they cannot change in place).
+_last_timeline: tuple[object, object, Optional[_Timeline]] = (None, None, None)
+
+
+def _timeline_of(events: Sequence[TicketEvent], cfg: MetricsConfig) -> Optional[_Timeline]:
+    """``_timeline`` of the events in time order, reusing the last one built from the same tuple."""
+    global _last_timeline
+    if type(events) is not tuple:
+        return _timeline(sorted(events), cfg)
+    seen, seen_cfg, tl = _last_timeline
+    if seen is events and seen_cfg is cfg:
+        return tl
+    tl = _timeline(sorted(events), cfg)
+    _last_timeline = (events, cfg, tl)
+    return tl
+
+
 def _runout(tl: _Timeline, cfg: MetricsConfig, target_of: Callable[[str], int]) -> Optional[int]:
     """When the clock from creation reaches its target, each queue segment on its own calendar and target."""
     elapsed = 0
@@ -179,7 +197,7 @@ def _score_clock(tl: _Timeline, cfg: MetricsConfig, done: Optional[int], run: Op
 def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool = False) -> TicketFacts:
     """Every metric one ticket contributes; ``final``: its FCR window has closed, so pending facts become counters."""
     out = TicketFacts()
-    tl = _timeline(sorted(events), cfg)
+    tl = _timeline_of(events, cfg)
     if tl is None:
         return out
     c, m = out.counters, out.members
@@ -232,7 +250,7 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
 
 def ticket_due(events: Sequence[TicketEvent], cfg: MetricsConfig) -> Optional[int]:
     """When a solved or closed ticket may leave memory (None while open): after the lateness and its FCR window."""
-    tl = _timeline(sorted(events), cfg)
+    tl = _timeline_of(events, cfg)
     if tl is None or tl.status not in SOLVED:
         return None
     last = max(e[0] for e in events)
