@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Awaitable, Callable, Iterable, Optional, Sequence
 
 from agents.config import MetricsConfig
@@ -18,7 +20,7 @@ from agents.core import CORES, BatchResult, PartitionState, apply_batch, decode_
 from ccmon.errors import BrokerUnavailable, StoreUnavailable
 from ccmon.store import Commit, Fenced, Store
 from streams.deadletter import DeadLetter, encode as encode_dead_letter, make_dead_letter
-from streams.events import Event, Rejected, decode_message, split_message
+from streams.events import ENTITY_FIELD, EVENT_TYPES_OF, Event, Rejected, decode_message, split_message
 from streams.partitioning import partition_for
 
 log = logging.getLogger("ccmon.pipeline")
@@ -36,8 +38,19 @@ class Message:
 
 @dataclass
 class _Partition:
-    offset: int  # the last offset Redis holds for this partition
+    offset: int  # the last offset applied to ``work``: Redis holds it once that chunk's commit lands
     work: PartitionState
+
+
+@dataclass
+class _Prepared:
+    """One chunk, applied in memory and waiting for its commit."""
+
+    commit: Commit
+    dead: list[DeadLetter]
+    stats: Counter[str]
+    carried: Counter[str]  # self-stats of earlier commits riding in this one
+    applied_ms: list[int]
 
 
 SendDeadLetters = Callable[[list[bytes]], Awaitable[None]]
@@ -57,6 +70,7 @@ class Pipeline:
         highwater: Callable[[int], Optional[int]] = lambda p: None,
         topic_prefix: str = "cc.",
         max_future_seconds: float = 300.0,
+        commit_bytes: int = 4 * 1024 * 1024,
     ):
         self.domain = domain
         self.topic = topic
@@ -68,6 +82,7 @@ class Pipeline:
         self.topic_prefix = topic_prefix
         # An event stamped further ahead of the worker's clock than this is a skewed clock, not the future.
         self.max_future_ms = round(max_future_seconds * 1000)
+        self.commit_bytes = commit_bytes
         self.core = CORES[domain]
         self.loaded: dict[int, _Partition] = {}
         self.outage_since: Optional[float] = None
@@ -85,7 +100,7 @@ class Pipeline:
         touched = {m.partition for m in messages}
         while True:
             try:
-                await self._process_once(messages)
+                await self._process_chunks(messages)
             except Fenced as exc:
                 log.warning("partitions %s were written by another worker; reloading their state", exc.tps)
                 self.forget(touched)
@@ -105,6 +120,30 @@ class Pipeline:
                 log.warning("store is back; resumed after %.1fs", asyncio.get_running_loop().time() - self.outage_since)
                 self.outage_since = None
             return
+
+    async def _process_chunks(self, messages: Sequence[Message]) -> None:
+        """Apply the batch in chunks of at most ``commit_bytes``, one atomic commit each.
+
+        Chunk k+1 is computed while Redis applies chunk k (Redis runs on another core), and its commit is
+        sent only once chunk k's has succeeded, so the offsets it is fenced on are already stored. If a
+        commit fails, the caller drops the partitions' working state: chunks already committed are then
+        skipped by their offsets, the rest are applied again.
+        """
+        inflight: Optional[asyncio.Future[None]] = None
+        try:
+            for chunk in _chunks(messages, self.commit_bytes):
+                prepared = await self._prepare(chunk)
+                if inflight is not None:
+                    await inflight
+                    inflight = None
+                if prepared is not None:
+                    inflight = asyncio.ensure_future(self._send(prepared))
+            if inflight is not None:
+                await inflight
+                inflight = None
+        finally:
+            if inflight is not None:  # a later chunk failed to prepare: let the commit in flight land first
+                await asyncio.gather(inflight, return_exceptions=True)
 
     async def _load(self, partition: int) -> _Partition:
         part = self.loaded.get(partition)
@@ -132,7 +171,29 @@ class Pipeline:
         dead.append(make_dead_letter(raw, reason, detail, "worker", source_topic=msg.topic, partition=msg.partition,
                                      offset=msg.offset, index=index))
 
-    async def _process_once(self, messages: Sequence[Message]) -> None:
+    def _refuse(self, dead: list[DeadLetter], stats: Counter, m: Message, items: list, i: int, p: int, batch: bool,
+                now_ms: int) -> None:
+        """Dead-letter item ``i`` of message ``m``: not an event, another domain's, another partition's, or future."""
+        item, idx = items[i], i if batch else None
+        if isinstance(item, Rejected):
+            self._reject(dead, stats, m, item.raw, item.reason, item.detail, idx)
+            return
+        raw = split_message(m.value)[i] if m.value is not None else b""
+        if item.domain != self.domain:
+            self._reject(dead, stats, m, raw, "wrong_topic",
+                         f"{item.type} events belong on {self.topic_prefix}{item.domain}, not {m.topic}", idx)
+        elif (home := partition_for(item.entity_id, self.partitions)) != p:
+            self._reject(dead, stats, m, raw, "wrong_partition",
+                         f"{item.entity_field} {item.entity_id!r} belongs on partition {home}, not {p}; key "
+                         f"messages by {item.entity_field} and batch only events of one partition", idx)
+        else:
+            self._reject(dead, stats, m, raw, "future_ts",
+                         f"event time {item.ts:.3f} is {(item.ts_ms - now_ms) / 1000:.1f}s ahead of this "
+                         f"worker's clock; at most {self.max_future_ms / 1000:g}s is allowed "
+                         "(CCMON_MAX_FUTURE_SECONDS): fix the sender's clock", idx)
+
+    async def _prepare(self, messages: Sequence[Message]) -> Optional[_Prepared]:
+        """Decode and apply one chunk to the partitions' working state; what its commit must write."""
         by_part: dict[int, list[Message]] = defaultdict(list)
         for m in messages:
             by_part[m.partition].append(m)
@@ -144,11 +205,16 @@ class Pipeline:
         dead: list[DeadLetter] = []
         commit = Commit()
         applied_ms: list[int] = []
+        domain_types = EVENT_TYPES_OF[self.domain]
+        entity_of = attrgetter(ENTITY_FIELD[self.domain])
+        future_limit_s = future_limit / 1000
         for p, msgs in by_part.items():
             part = parts[p]
             known = part.work.states  # an entity held here was checked when it arrived: no murmur2 again
             events: list[Event] = []
-            origins: list[tuple[Message, int, bool]] = []  # (message, index, from a batch) of each event
+            # Per message that gave events: (first index in events, message, from a batch, item index of each of
+            # its events or None when they are all of its items, in order).
+            origins: list[tuple[int, Message, bool, Optional[list[int]]]] = []
             newest = part.offset
             for m in msgs:
                 if m.offset <= part.offset:
@@ -160,38 +226,36 @@ class Pipeline:
                     self._reject(dead, stats, m, b"", "empty_message", "the message has no value", None)
                     continue
                 items = decode_message(m.value)
+                stats["consumed"] += len(items)
                 batch = len(items) > 1 or m.value.lstrip()[:1] == b"["
+                first = len(events)
+                taken: Optional[list[int]] = None
                 for i, item in enumerate(items):
-                    idx = i if batch else None
-                    stats["consumed"] += 1
-                    if isinstance(item, Rejected):
-                        self._reject(dead, stats, m, item.raw, item.reason, item.detail, idx)
-                    elif item.domain != self.domain:
-                        self._reject(dead, stats, m, split_message(m.value)[i], "wrong_topic",
-                                     f"{item.type} events belong on {self.topic_prefix}{item.domain}, not {m.topic}", idx)
-                    elif item.entity_id not in known and (home := partition_for(item.entity_id, self.partitions)) != p:
-                        self._reject(dead, stats, m, split_message(m.value)[i], "wrong_partition",
-                                     f"{item.entity_field} {item.entity_id!r} belongs on partition {home}, not {p}; key "
-                                     f"messages by {item.entity_field} and batch only events of one partition", idx)
-                    elif item.ts_ms > future_limit:
-                        self._reject(dead, stats, m, split_message(m.value)[i], "future_ts",
-                                     f"event time {item.ts:.3f} is {(item.ts_ms - now_ms) / 1000:.1f}s ahead of this "
-                                     f"worker's clock; at most {self.max_future_ms / 1000:g}s is allowed "
-                                     "(CCMON_MAX_FUTURE_SECONDS): fix the sender's clock", idx)
-                    else:
-                        events.append(item)
-                        origins.append((m, i, batch))
+                    if type(item) in domain_types:
+                        eid = entity_of(item)
+                        if (eid in known or partition_for(eid, self.partitions) == p) and item.ts <= future_limit_s:
+                            events.append(item)
+                            if taken is not None:
+                                taken.append(i)
+                            continue
+                    if taken is None:
+                        taken = list(range(i))
+                    self._refuse(dead, stats, m, items, i, p, batch, now_ms)
+                if len(events) > first:
+                    origins.append((first, m, batch, taken))
             if newest == part.offset:
                 continue
             tp = (self.topic, p)
             commit.offsets[tp] = (part.offset, newest)
             res: BatchResult = apply_batch(self.core, part.work, events, self.cfg, BatchResult(deltas=commit.deltas))
-            rejected = {i for i, _, _ in res.rejected}
-            applied_ms += [ev.ts_ms for i, ev in enumerate(events) if i not in rejected]
-            for i, reason, detail in res.rejected:
-                m, idx, batch = origins[i]
-                raw = split_message(m.value)[idx] if m.value is not None else b""  # type: ignore[arg-type]
-                self._reject(dead, stats, m, raw, reason, detail, idx if batch else None)
+            applied_ms += res.applied_ts
+            if res.rejected:
+                starts = [o[0] for o in origins]
+                for i, reason, detail in res.rejected:
+                    first, m, batch, taken = origins[bisect_right(starts, i) - 1]
+                    idx = i - first if taken is None else taken[i - first]
+                    raw = split_message(m.value)[idx] if m.value is not None else b""
+                    self._reject(dead, stats, m, raw, reason, detail, idx if batch else None)
             stats["applied"] += res.applied
             stats["duplicates"] += res.duplicates
             stats["expired"] += res.expired
@@ -205,21 +269,43 @@ class Pipeline:
             if hw is not None:
                 commit.highwater[tp] = hw
         if not commit.offsets:
-            return
-        per_domain = ("applied", "duplicates", "expired", "evicted")
-        selfstats.observe(stats, selfstats.BATCH, stats["consumed"])
-        if dead:
-            # Dead letters are published before the commit: a crash in between re-sends them
-            # (at least once, each carries topic/partition/offset/index to dedup), never loses them.
-            await self.send_dead_letters([encode_dead_letter(d) for d in dead])
-        # Latency runs to the moment the commit is sent, for every event the core accepted (rejects are not).
-        selfstats.observe_latencies(stats, int(time.time() * 1000), applied_ms)
-        commit.stats = {f"{k}:{self.domain}" if k in per_domain else k: v for k, v in (stats + self.pending_stats).items()}
-        commit.stats["batches"] = 1
-        started = time.perf_counter()
-        await self.store.commit(commit)
-        self.pending_stats = Counter()
-        selfstats.observe(self.pending_stats, selfstats.COMMIT, round((time.perf_counter() - started) * 1e6))
-        for p in by_part:
+            return None
+        for p, part in parts.items():
             if (self.topic, p) in commit.offsets:
-                parts[p].offset = commit.offsets[(self.topic, p)][1]
+                part.offset = commit.offsets[(self.topic, p)][1]  # applied in memory; stored once the commit lands
+        selfstats.observe(stats, selfstats.BATCH, stats["consumed"])
+        carried, self.pending_stats = self.pending_stats, Counter()
+        return _Prepared(commit, dead, stats + carried, carried, applied_ms)
+
+    async def _send(self, prepared: _Prepared) -> None:
+        """Publish the chunk's dead letters, then commit it to Redis."""
+        commit, stats = prepared.commit, prepared.stats
+        try:
+            if prepared.dead:
+                # Dead letters are published before the commit: a crash in between re-sends them
+                # (at least once, each carries topic/partition/offset/index to dedup), never loses them.
+                await self.send_dead_letters([encode_dead_letter(d) for d in prepared.dead])
+            # Latency runs to the moment the commit is sent, for every event the core accepted (rejects are not).
+            selfstats.observe_latencies(stats, int(time.time() * 1000), prepared.applied_ms)
+            per_domain = ("applied", "duplicates", "expired", "evicted")
+            commit.stats = {f"{k}:{self.domain}" if k in per_domain else k: v for k, v in stats.items()}
+            commit.stats["batches"] = 1
+            started = time.perf_counter()
+            await self.store.commit(commit)
+        except BaseException:
+            self.pending_stats.update(prepared.carried)  # they ride in a later commit instead
+            raise
+        selfstats.observe(self.pending_stats, selfstats.COMMIT, round((time.perf_counter() - started) * 1e6))
+
+
+def _chunks(messages: Sequence[Message], max_bytes: int) -> Iterable[Sequence[Message]]:
+    """Consecutive runs of messages holding at most ``max_bytes`` of values (at least one message each)."""
+    start, size = 0, 0
+    for i, m in enumerate(messages):
+        n = len(m.value) if m.value is not None else 0
+        if i > start and size + n > max_bytes:
+            yield messages[start:i]
+            start, size = i, 0
+        size += n
+    if start < len(messages):
+        yield messages[start:]

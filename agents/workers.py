@@ -47,7 +47,7 @@ def register_agents(
 
         pipeline = Pipeline(
             domain, name, partitions[name], store, cfg, send_dead_letters, highwater, settings.topic_prefix,
-            settings.max_future_seconds,
+            settings.max_future_seconds, settings.commit_bytes,
         )
         pipelines[name] = pipeline
 

@@ -59,7 +59,7 @@ async def replay_topic(settings: Settings, store: Store, domain: str, partitions
         await consumer.seek_to_beginning(*tps)
         pipeline = Pipeline(domain, topic, partitions, store, store.cfg, _drop_dead_letters,
                             lambda p: consumer.highwater(TopicPartition(topic, p)), settings.topic_prefix,
-                            settings.max_future_seconds)
+                            settings.max_future_seconds, settings.commit_bytes)
         # The fetch's highwater is the log end (Tansu's ListOffsets can report less); stop at the one first seen.
         end: dict[int, int] = {}
         read = 0

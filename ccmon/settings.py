@@ -217,6 +217,7 @@ class Settings(BaseSettings):
     group_id: str = "ccmon"
     batch_size: int = Field(default=2000, ge=1)
     batch_seconds: float = Field(default=0.02, gt=0)
+    commit_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_future_seconds: float = Field(default=300.0, gt=0)
     kafka_session_timeout: float = Field(default=6.0, gt=0)
     log_level: str = "info"

@@ -66,6 +66,15 @@ def _tp_field(tp: TP) -> str:
     return f"{tp[0]}:{tp[1]}"
 
 
+def _groups(flat: list[object], width: int = 1) -> int:
+    """How many (key, n, n x ``width`` items) groups a flat commit section holds."""
+    count, i = 0, 0
+    while i < len(flat):
+        i += 2 + flat[i + 1] * width  # type: ignore[operator]
+        count += 1
+    return count
+
+
 class Store:
     """Counters, gauges, entity states and partition offsets in one Redis database."""
 
@@ -157,63 +166,71 @@ class Store:
         if bad:
             raise Fenced([tp])
 
-    async def commit(self, c: Commit) -> None:
-        """Apply a batch atomically; raise Fenced if another writer moved our offsets."""
+    def commit_args(self, c: Commit) -> tuple[bytes, bytes]:
+        """The two arguments of the commit script: the packed array and the concatenated state blobs."""
         args: list[object] = [self.OFFSETS, len(c.offsets)]
         for tp, (expected, new) in c.offsets.items():
             args += [_tp_field(tp), str(expected), str(new)]
-        incr: list[object] = []
+        incr: list[object] = []  # groups: key, n, n x (field, delta)
         expiries: dict[str, int] = {}
-        for wk, fields in c.deltas.counters.items():
-            k = self.key(wk)
-            touched = False
-            for f, v in fields.items():
-                if v:
-                    incr += [k, f, v]
-                    touched = True
-            at = self.expire_at(wk) if touched else None
-            if at is not None:
-                expiries[k] = at
-        for name, v in c.stats.items():
-            if v:
-                incr += [self.STATS, name, v]
+        key, expire_at = self.key, self.expire_at
+        counters, zadd_of, zrem_of = c.deltas.counters, c.deltas.zadd, c.deltas.zrem
+        for wk, fields in counters.items():
+            items = [x for f, v in fields.items() if v for x in (f, v)]
+            if items:
+                k = key(wk)
+                incr += [k, len(items) // 2, *items]
+                at = expire_at(wk)
+                if at is not None:
+                    expiries[k] = at
+        stats = [x for name, v in c.stats.items() if v for x in (name, v)]
+        if stats:
+            incr += [self.STATS, len(stats) // 2, *stats]
         sets: list[object] = []
-        blob_sets: list[object] = []
-        blobs: list[bytes] = []  # sent as plain arguments after the packed array (ARGV[2..])
-        dels: list[object] = []
-        for tp, states in c.states.items():
-            sk = self.state_key(tp)
-            for eid, blob in states.items():
-                if blob is None:
-                    dels += [sk, eid]
-                else:
-                    blobs.append(blob)
-                    blob_sets += [sk, eid, len(blobs) + 1]
         for tp, hw in c.highwater.items():
             sets += [self.HIGHWATER, _tp_field(tp), hw]
         for tp, ms in c.stream_ms.items():
             sets += [self.STREAM_TIME, _tp_field(tp), ms]
         sets += [self.STATS, "last_commit_ms", int(time.time() * 1000)]
-        adds: list[object] = []
-        for q in c.queues:
-            adds += [self.QUEUES, q]
+        blob_sets: list[object] = []  # groups: key, n, n x (field, start, length) into the blobs argument
+        dels: list[object] = []  # groups: key, n, n fields
+        blobs: list[bytes] = []
+        at_byte = 1  # Lua strings count from 1
+        for tp, states in c.states.items():
+            sk = self.state_key(tp)
+            put: list[object] = []
+            gone: list[str] = []
+            for eid, blob in states.items():
+                if blob is None:
+                    gone.append(eid)
+                else:
+                    put += [eid, at_byte, len(blob)]
+                    blobs.append(blob)
+                    at_byte += len(blob)
+            if put:
+                blob_sets += [sk, len(put) // 3, *put]
+            if gone:
+                dels += [sk, len(gone), *gone]
+        adds: list[object] = [self.QUEUES, len(c.queues), *c.queues] if c.queues else []
         zrem: list[object] = []
-        for wk, members in c.deltas.zrem.items():
-            k = self.key(wk)
-            for m in members:
-                zrem += [k, m]
+        for wk, members in zrem_of.items():
+            zrem += [key(wk), len(members), *members]
         zadd: list[object] = []
-        for wk, scored in c.deltas.zadd.items():
-            k = self.key(wk)
-            for m, score in scored.items():
-                zadd += [k, m, score]
-            at = self.expire_at(wk) if scored else None
+        for wk, scored in zadd_of.items():
+            k = key(wk)
+            zadd += [k, len(scored), *(x for m, score in scored.items() for x in (score, m))]
+            at = expire_at(wk)
             if at is not None:
                 expiries[k] = at
         exp: list[object] = [x for kv in expiries.items() for x in kv]
-        args += [len(incr) // 3, *incr, len(sets) // 3, *sets, len(blob_sets) // 3, *blob_sets, len(dels) // 2, *dels, len(adds) // 2, *adds,
-                 len(zrem) // 2, *zrem, len(zadd) // 3, *zadd, len(exp) // 2, *exp, self.COMMITS]
-        bad = await self._call(self._commit(keys=[], args=[_packer.encode(args), *blobs]))
+        args += [_groups(incr, 2), *incr, len(sets) // 3, *sets, _groups(blob_sets, 3), *blob_sets,
+                 _groups(dels), *dels, 1 if adds else 0, *adds, _groups(zrem), *zrem, _groups(zadd, 2), *zadd,
+                 len(exp) // 2, *exp, self.COMMITS]
+        return _packer.encode(args), b"".join(blobs)
+
+    async def commit(self, c: Commit) -> None:
+        """Apply a batch atomically; raise Fenced if another writer moved our offsets."""
+        bad = await self._call(self._commit(keys=[], args=list(self.commit_args(c))))
         if bad:
             wanted = {_tp_field(tp): tp for tp in c.offsets}
             raise Fenced([wanted[b.decode() if isinstance(b, bytes) else b] for b in bad])
