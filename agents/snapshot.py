@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 from agents import erlang
 from agents import tickets as T
@@ -70,6 +70,9 @@ class QueueRaw:
     oldest_waiting_ms: Optional[int] = None
     open_since: dict[str, list[int]] = field(default_factory=dict)  # state -> since (ms) of each agent in it
     totals: dict[str, int] = field(default_factory=dict)  # lifetime counters and histogram fields
+    # The windows' counters already sorted out (the reader makes them so): ``windows`` then holds each window's
+    # plain fields only, and its agents' fields are here.
+    scans: Optional[dict[str, "_Scan"]] = None
 
 
 def ratio(numerator: float, denominator: float) -> Optional[float]:
@@ -88,17 +91,60 @@ def service_level(c: Counts, formula: str) -> Optional[float]:
     return ratio(in_sl, answered + abandoned + timed_out - short)
 
 
+SURVEY_KINDS = ("csat", "nps", "ces")
+
+
 def survey_view(c: Counts, prefix: str = "") -> dict[str, object]:
     """CSAT, NPS and CES from summed survey counters (``prefix`` selects one agent's)."""
-    n = {kind: c.get(prefix + SURVEY + kind, 0) for kind in ("csat", "nps", "ces")}
-    promoters, detractors = c.get(prefix + NPS_PROMOTERS, 0), c.get(prefix + NPS_DETRACTORS, 0)
-    nps = ratio((promoters - detractors) * 100, n["nps"])
+    get = c.get
+    n = {kind: get(prefix + SURVEY + kind, 0) for kind in SURVEY_KINDS}
+    promoters, detractors = get(prefix + NPS_PROMOTERS, 0), get(prefix + NPS_DETRACTORS, 0)
+    csat, nps, ces = get(prefix + CSAT_SATISFIED, 0), n["nps"], n["ces"]
     return {
         "survey_responses": n,
-        "csat": ratio(c.get(prefix + CSAT_SATISFIED, 0), n["csat"]),
-        "nps": nps,
-        "ces_avg": ratio(c.get(prefix + CES_SUM, 0), n["ces"]),
+        "csat": csat / n["csat"] if n["csat"] else None,
+        "nps": (promoters - detractors) * 100 / nps if nps else None,
+        "ces_avg": get(prefix + CES_SUM, 0) / ces if ces else None,
     }
+
+
+_S_CSAT, _S_NPS, _S_CES = (SURVEY + kind for kind in SURVEY_KINDS)
+
+
+def _survey(get: Callable[[str, int], int]) -> dict[str, object]:
+    """``survey_view`` over one agent's (or the window's) own fields, looked up by ``get``."""
+    csat_n, nps_n, ces_n = get(_S_CSAT, 0), get(_S_NPS, 0), get(_S_CES, 0)
+    return {
+        "survey_responses": {"csat": csat_n, "nps": nps_n, "ces": ces_n},
+        "csat": get(CSAT_SATISFIED, 0) / csat_n if csat_n else None,
+        "nps": (get(NPS_PROMOTERS, 0) - get(NPS_DETRACTORS, 0)) * 100 / nps_n if nps_n else None,
+        "ces_avg": get(CES_SUM, 0) / ces_n if ces_n else None,
+    }
+
+
+# What a counter field's name says, cached (a scrape meets the same few hundred names thousands of times):
+# () a plain field; ("b", reason); ("t", dimension, value) or ("t!",) when malformed; ("a", agent, field or None).
+_PLAIN: tuple[str, ...] = ()
+_field_kinds: dict[str, tuple[Optional[str], ...]] = {}
+
+
+def _field_kind(k: str) -> tuple[Optional[str], ...]:
+    i = k.find(":")
+    head = k[:i] if i >= 0 else ""
+    if head == "by_agent":
+        agent, sep, rest = k[i + 1:].partition(":")
+        kind: tuple[Optional[str], ...] = ("a", agent, rest if sep else None)
+    elif head == "blocked":
+        kind = ("b", k[i + 1:])
+    elif head == "tickets_created":
+        parts = k.split(":", 2)
+        kind = ("t", parts[1], parts[2]) if len(parts) == 3 else ("t!",)
+    else:
+        kind = _PLAIN
+    if len(_field_kinds) >= 200_000:
+        _field_kinds.clear()
+    _field_kinds[k] = kind
+    return kind
 
 
 def custom_view(c: Counts, cfg: MetricsConfig) -> dict[str, object]:
@@ -113,78 +159,180 @@ def custom_view(c: Counts, cfg: MetricsConfig) -> dict[str, object]:
     return out
 
 
-def ticket_counts(c: Counts) -> dict[str, object]:
-    """Ticket counters of one window."""
-    by = {"channel": {}, "priority": {}}  # type: dict[str, dict[str, int]]
-    for k, v in sorted(c.items()):
-        if k.startswith(TICKETS_CREATED + ":") and v:
-            _, dim, value = k.split(":", 2)
-            by[dim][value] = v
-    return {"tickets_created": c.get(TICKETS_CREATED, 0), "tickets_created_by_channel": by["channel"],
-            "tickets_created_by_priority": by["priority"]}
+@dataclass
+class _Scan:
+    """A window's counters sorted out once: the plain fields, blocked reasons, ticket dimensions and each
+    agent's own survey fields (``by_agent:<agent>:<field>``), with the agents' views once built."""
+
+    plain: dict[str, int]
+    blocked: list[tuple[str, int]]
+    created: list[tuple[str, str, str, int]]
+    agents: dict[str, dict[str, int]]
+    agent_views: Optional[dict[str, object]] = None  # set by _window_view
 
 
-def ticket_view(c: Counts) -> dict[str, object]:
-    """Helpdesk metrics of one window."""
-    created, solved = c.get(TICKETS_CREATED, 0), c.get(T.TICKETS_SOLVED, 0)
-    reopened, escalated = c.get(T.TICKETS_REOPENED, 0), c.get(T.TICKETS_ESCALATED, 0)
-    return {
-        "tickets_solved": solved,
-        "tickets_reopened": reopened,
-        "tickets_escalated": escalated,
-        "first_response_seconds_avg": ratio(c.get(T.FRT_MS, 0) / 1000, c.get(T.FRT_COUNT, 0)),
-        "frt_sla": ratio(c.get(T.FRT_MET, 0), c.get(T.FRT_MET, 0) + c.get(T.FRT_MISSED, 0)),
-        "resolution_seconds_avg": ratio(c.get(T.RES_MS, 0) / 1000, c.get(T.RES_COUNT, 0)),
-        "resolution_sla": ratio(c.get(T.RES_MET, 0), c.get(T.RES_MET, 0) + c.get(T.RES_MISSED, 0)),
-        "reopen_rate": ratio(reopened, solved),
-        "escalation_rate": ratio(escalated, created),
-        "fcr_rate": ratio(c.get(T.FCR_YES, 0), c.get(T.FCR_YES, 0) + c.get(T.FCR_NO, 0)),
-    }
+def _scan(c: Counts) -> _Scan:
+    return scan_pairs(c.items())
+
+
+def scan_flat(flat: list[str]) -> _Scan:
+    """``_scan`` of a hash as Redis returns it (field, value, field, value...: values are decimal strings)."""
+    it = iter(flat)
+    return scan_pairs(zip(it, map(int, it)))
+
+
+def scan_pairs(pairs: Iterable[tuple[str, int]]) -> _Scan:
+    """A window's counters, given as (field, value) pairs, sorted out."""
+    plain: dict[str, int] = {}
+    blocked: list[tuple[str, int]] = []
+    created: list[tuple[str, str, str, int]] = []
+    agents: dict[str, dict[str, int]] = {}
+    kinds = _field_kinds
+    for k, v in pairs:
+        kind = kinds.get(k)
+        if kind is None:
+            kind = _field_kind(k)
+        if not kind:
+            plain[k] = v
+            continue
+        tag = kind[0]
+        if tag == "a":
+            fields = agents.get(kind[1])  # type: ignore[arg-type]
+            if fields is None:
+                fields = agents[kind[1]] = {}  # type: ignore[index]
+            if kind[2] is not None:
+                fields[kind[2]] = v
+            continue
+        plain[k] = v
+        if not v:
+            continue
+        if tag == "b":
+            blocked.append((k, v))
+        elif tag == "t":
+            created.append((k, kind[1], kind[2], v))  # type: ignore[arg-type]
+        else:
+            _, dim, value = k.split(":", 2)  # malformed: fails as it always did
+    return _Scan(plain, blocked, created, agents)
 
 
 def window_view(c: Counts, max_wait_ms: Optional[int], formula: str, cfg: MetricsConfig) -> dict[str, object]:
     """Every metric of one window, from its summed counters."""
-    view = call_view(c, max_wait_ms, formula)
-    view.update(ticket_counts(c))
-    view.update(ticket_view(c))
-    view.update(survey_view(c))
-    agents = sorted({k[len(BY_AGENT):].split(":", 1)[0] for k in c if k.startswith(BY_AGENT)})
-    view["surveys_by_agent"] = {a: survey_view(c, f"{BY_AGENT}{a}:") for a in agents
-                                if any(c.get(f"{BY_AGENT}{a}:{SURVEY}{k}", 0) for k in ("csat", "nps", "ces"))}
-    view["custom"] = custom_view(c, cfg)
-    return view
+    return _window_view(c, _scan(c), max_wait_ms, formula, cfg)
 
 
-def call_view(c: Counts, max_wait_ms: Optional[int], formula: str) -> dict[str, object]:
-    """The call metrics of one window, from its summed counters."""
-    answered, abandoned, timed_out = c.get(ANSWERED, 0), c.get(ABANDONED, 0), c.get(TIMED_OUT, 0)
-    offered, blocked, short = c.get(OFFERED, 0), c.get(BLOCKED, 0), c.get(SHORT_ABANDONED, 0)
-    handled = c.get(HANDLED, 0)
-    return {
+def _window_view(c: Counts, scan: _Scan, max_wait_ms: Optional[int], formula: str,
+                 cfg: MetricsConfig) -> dict[str, object]:
+    """``window_view`` from the counters' scan. One pass sorted out the prefixed fields; the rest are direct
+    lookups. A scrape builds thousands of these, so nothing here scans the counters again or builds a key
+    string per lookup."""
+    get = c.get
+    blocked, created, agents = scan.blocked, scan.created, scan.agents
+    answered, abandoned, timed_out = get(ANSWERED, 0), get(ABANDONED, 0), get(TIMED_OUT, 0)
+    offered, blocked_n, short = get(OFFERED, 0), get(BLOCKED, 0), get(SHORT_ABANDONED, 0)
+    handled, talk, acw = get(HANDLED, 0), get(TALK_MS, 0), get(ACW_MS, 0)
+    created_n, solved = get(TICKETS_CREATED, 0), get(T.TICKETS_SOLVED, 0)
+    reopened, escalated = get(T.TICKETS_REOPENED, 0), get(T.TICKETS_ESCALATED, 0)
+    frt_met, frt_missed = get(T.FRT_MET, 0), get(T.FRT_MISSED, 0)
+    res_met, res_missed = get(T.RES_MET, 0), get(T.RES_MISSED, 0)
+    fcr_yes, fcr_no = get(T.FCR_YES, 0), get(T.FCR_NO, 0)
+    frt_count, res_count, wrapups = get(T.FRT_COUNT, 0), get(T.RES_COUNT, 0), get(WRAPUPS, 0)
+    counted = answered + abandoned + timed_out - short
+    by: dict[str, dict[str, int]] = {"channel": {}, "priority": {}}
+    for _, dim, value, v in sorted(created):
+        by[dim][value] = v
+    view: dict[str, object] = {
         "offered": offered,
         "answered": answered,
-        "answered_in_sl": c.get(ANSWERED_IN_SL, 0),
+        "answered_in_sl": get(ANSWERED_IN_SL, 0),
         "abandoned": abandoned,
         "short_abandoned": short,
         "timed_out": timed_out,
-        "blocked": blocked,
-        "blocked_by_reason": {
-            k[len(BLOCKED_REASON):]: v for k, v in sorted(c.items()) if k.startswith(BLOCKED_REASON) and v
-        },
+        "blocked": blocked_n,
+        "blocked_by_reason": {k[len(BLOCKED_REASON):]: v for k, v in sorted(blocked)},
         "handled": handled,
         "service_level": service_level(c, formula),
-        "blocking_rate": ratio(blocked, offered + blocked),
-        "abandon_rate": ratio(abandoned - short, answered + abandoned + timed_out - short),
-        "asa_seconds": ratio(c.get(ANSWER_WAIT_MS, 0) / 1000, answered),
+        "blocking_rate": blocked_n / (offered + blocked_n) if offered + blocked_n else None,
+        "abandon_rate": (abandoned - short) / counted if counted else None,
+        "asa_seconds": get(ANSWER_WAIT_MS, 0) / 1000 / answered if answered else None,
         "max_wait_seconds": None if max_wait_ms is None else max_wait_ms / 1000,
-        "aht_seconds": ratio((c.get(TALK_MS, 0) + c.get(ACW_MS, 0)) / 1000, handled),
-        "avg_talk_seconds": ratio(c.get(TALK_MS, 0) / 1000, handled),
-        "avg_hold_seconds": ratio(c.get(HOLD_MS, 0) / 1000, handled),
-        "avg_acw_seconds": ratio(c.get(ACW_MS, 0) / 1000, c.get(WRAPUPS, 0)),
+        "aht_seconds": (talk + acw) / 1000 / handled if handled else None,
+        "avg_talk_seconds": talk / 1000 / handled if handled else None,
+        "avg_hold_seconds": get(HOLD_MS, 0) / 1000 / handled if handled else None,
+        "avg_acw_seconds": acw / 1000 / wrapups if wrapups else None,
+        "tickets_created": created_n,
+        "tickets_created_by_channel": by["channel"],
+        "tickets_created_by_priority": by["priority"],
+        "tickets_solved": solved,
+        "tickets_reopened": reopened,
+        "tickets_escalated": escalated,
+        "first_response_seconds_avg": get(T.FRT_MS, 0) / 1000 / frt_count if frt_count else None,
+        "frt_sla": frt_met / (frt_met + frt_missed) if frt_met + frt_missed else None,
+        "resolution_seconds_avg": get(T.RES_MS, 0) / 1000 / res_count if res_count else None,
+        "resolution_sla": res_met / (res_met + res_missed) if res_met + res_missed else None,
+        "reopen_rate": reopened / solved if solved else None,
+        "escalation_rate": escalated / created_n if created_n else None,
+        "fcr_rate": fcr_yes / (fcr_yes + fcr_no) if fcr_yes + fcr_no else None,
     }
+    view.update(_survey(get))
+    by_agent = scan.agent_views
+    if by_agent is None:
+        by_agent = scan.agent_views = {}
+        for a in sorted(agents):
+            fields = agents[a]
+            fget = fields.get
+            if fget(_S_CSAT, 0) or fget(_S_NPS, 0) or fget(_S_CES, 0):
+                by_agent[a] = _survey(fget)
+    view["surveys_by_agent"] = by_agent
+    view["custom"] = custom_view(c, cfg) if cfg.custom_counters or cfg.custom_ratios else {}
+    return view
 
 
 WAIT_OUTCOMES = ("answered", "abandoned", "timed_out")
+_INF = float("inf")
+_bounds_info: dict[tuple[tuple[int, ...], int], tuple[bool, list[str]]] = {}
+
+
+def _bounds(bounds: tuple[int, ...], scale: int) -> tuple[bool, list[str]]:
+    """Whether ``bounds`` ascend, and their ``le`` labels (cached: a queue's bounds are fixed)."""
+    info = _bounds_info.get((bounds, scale))
+    if info is None:
+        if len(_bounds_info) >= 10_000:
+            _bounds_info.clear()
+        info = _bounds_info[(bounds, scale)] = (all(a <= b for a, b in zip(bounds, bounds[1:])),
+                                                [repr(b / scale) for b in bounds])
+    return info
+
+
+def _cumulative(stored: dict[float, int], bounds: tuple[int, ...], total_ms: int, scale: int) -> dict[str, object]:
+    """A cumulative histogram from the counts stored under each bound (``inf`` for +Inf)."""
+    ascending, labels = _bounds(bounds, scale)
+    count = 0
+    if not stored:
+        buckets = dict.fromkeys(labels, 0)
+    elif ascending and stored.keys() <= _bound_set(bounds):  # every count under a current bound: one pass
+        buckets = {}
+        get = stored.get
+        for b, label in zip(bounds, labels):
+            count += get(b, 0)
+            buckets[label] = count
+        count += get(_INF, 0)
+    else:  # a bound was retired since (its counts fold into the next larger one), or unsorted bounds
+        buckets = {label: sum(v for at, v in stored.items() if at <= b) for b, label in zip(bounds, labels)}
+        count = sum(stored.values())
+    buckets["+Inf"] = count
+    return {"buckets": buckets, "sum": total_ms / scale, "count": count}
+
+
+_bound_sets: dict[tuple[int, ...], frozenset[float]] = {}
+
+
+def _bound_set(bounds: tuple[int, ...]) -> frozenset[float]:
+    found = _bound_sets.get(bounds)
+    if found is None:
+        if len(_bound_sets) >= 10_000:
+            _bound_sets.clear()
+        found = _bound_sets[bounds] = frozenset([*bounds, _INF])
+    return found
 
 
 def histogram(t: Counts, name: str, bounds: tuple[int, ...], scale: int = 1000) -> dict[str, object]:
@@ -196,32 +344,67 @@ def histogram(t: Counts, name: str, bounds: tuple[int, ...], scale: int = 1000) 
     bucket: counts stay monotonic, never double.
     """
     prefix = f"{HIST}{name}:"
-    stored: list[tuple[float, int]] = []
+    stored: dict[float, int] = {}
     for k, v in t.items():
         if k.startswith(prefix) and k != prefix + "sum" and v:
             b = k[len(prefix):]
-            stored.append((float("inf") if b == "inf" else int(b), v))
-    buckets = {repr(b / scale): sum(v for at, v in stored if at <= b) for b in bounds}
-    count = sum(v for _, v in stored)
-    buckets["+Inf"] = count
-    return {"buckets": buckets, "sum": t.get(prefix + "sum", 0) / scale, "count": count}
+            at = _INF if b == "inf" else int(b)
+            stored[at] = stored.get(at, 0) + v
+    return _cumulative(stored, bounds, t.get(prefix + "sum", 0), scale)
+
+
+_TOTAL_COUNTS = (OFFERED, ANSWERED, ANSWERED_IN_SL, ABANDONED, SHORT_ABANDONED, TIMED_OUT, BLOCKED, HANDLED, WRAPUPS,
+                 TICKETS_CREATED, T.TICKETS_SOLVED, T.TICKETS_REOPENED, T.TICKETS_ESCALATED)
+_TOTAL_HISTS = frozenset([WAIT_HIST + o for o in WAIT_OUTCOMES] + [T.FRT_HIST])
+
+
+_hist_fields: dict[str, Optional[tuple[str, float]]] = {}  # a totals field -> (histogram, bound), cached
+
+
+def _hist_field(k: str) -> Optional[tuple[str, float]]:
+    info: Optional[tuple[str, float]] = None
+    if k.startswith(HIST):
+        name, _, b = k[len(HIST):].rpartition(":")
+        if b != "sum" and name in _TOTAL_HISTS:
+            info = (name, _INF if b == "inf" else int(b))
+    if len(_hist_fields) >= 100_000:
+        _hist_fields.clear()
+    _hist_fields[k] = info
+    return info
 
 
 def totals_view(t: Counts, q: QueueConfig) -> dict[str, object]:
     """Lifetime counters and histograms of one queue, for Prometheus's own rates and percentiles."""
-    return {
-        **{k: t.get(k, 0) for k in (OFFERED, ANSWERED, ANSWERED_IN_SL, ABANDONED, SHORT_ABANDONED, TIMED_OUT, BLOCKED,
-                                     HANDLED, WRAPUPS, TICKETS_CREATED, T.TICKETS_SOLVED, T.TICKETS_REOPENED,
-                                     T.TICKETS_ESCALATED)},
-        "blocked_by_reason": {k[len(BLOCKED_REASON):]: v for k, v in sorted(t.items())
-                              if k.startswith(BLOCKED_REASON) and v},
-        "talk_seconds": t.get(TALK_MS, 0) / 1000,
-        "hold_seconds": t.get(HOLD_MS, 0) / 1000,
-        "acw_seconds": t.get(ACW_MS, 0) / 1000,
-        "survey_responses": {kind: t.get(SURVEY + kind, 0) for kind in ("csat", "nps", "ces")},
-        "wait_seconds": {o: histogram(t, WAIT_HIST + o, q.wait_bounds_ms) for o in WAIT_OUTCOMES},
-        "first_response_seconds": histogram(t, T.FRT_HIST, q.frt_bounds_ms),
-    }
+    get = t.get
+    blocked: list[str] = []
+    stored: dict[str, dict[float, int]] = {}
+    fields = _hist_fields
+    for k, v in t.items():
+        if not v:
+            continue
+        info = fields.get(k, False)
+        if info is False:
+            info = _hist_field(k)
+        if info is not None:
+            name, at = info  # type: ignore[misc]
+            counts = stored.get(name)
+            if counts is None:
+                stored[name] = {at: v}
+            else:
+                counts[at] = counts.get(at, 0) + v
+        elif k.startswith(BLOCKED_REASON):
+            blocked.append(k)
+    view: dict[str, object] = {k: get(k, 0) for k in _TOTAL_COUNTS}
+    view["blocked_by_reason"] = {k[len(BLOCKED_REASON):]: t[k] for k in sorted(blocked)}
+    view["talk_seconds"] = get(TALK_MS, 0) / 1000
+    view["hold_seconds"] = get(HOLD_MS, 0) / 1000
+    view["acw_seconds"] = get(ACW_MS, 0) / 1000
+    view["survey_responses"] = {kind: get(SURVEY + kind, 0) for kind in SURVEY_KINDS}
+    view["wait_seconds"] = {o: _cumulative(stored.get(WAIT_HIST + o, {}), q.wait_bounds_ms,
+                                           get(f"{HIST}{WAIT_HIST}{o}:sum", 0), 1000) for o in WAIT_OUTCOMES}
+    view["first_response_seconds"] = _cumulative(stored.get(T.FRT_HIST, {}), q.frt_bounds_ms,
+                                                 get(f"{HIST}{T.FRT_HIST}:sum", 0), 1000)
+    return view
 
 
 def window_start_ms(cfg: MetricsConfig, window_s: int, now_ms: int) -> int:
@@ -229,47 +412,87 @@ def window_start_ms(cfg: MetricsConfig, window_s: int, now_ms: int) -> int:
     return window_buckets(cfg.bucket_seconds, window_s, now_ms)[0] * 1000
 
 
+_starts: dict[tuple[int, int, int], int] = {}
+
+
+def _window_start(cfg: MetricsConfig, window_s: int, now_ms: int) -> int:
+    key = (cfg.bucket_seconds, window_s, now_ms)
+    start = _starts.get(key)
+    if start is None:
+        if len(_starts) >= 64:
+            _starts.clear()
+        start = _starts[key] = window_start_ms(cfg, window_s, now_ms)
+    return start
+
+
 def occupancy(raw: QueueRaw, window: str, window_s: int, cfg: MetricsConfig, now_ms: int) -> Optional[float]:
     """Busy (on call + wrap-up) over staffed-and-working time in a rolling window."""
     c = raw.windows.get(window, {})
-    start = window_start_ms(cfg, window_s, now_ms)
+    start = _window_start(cfg, window_s, now_ms)
     time_in = {}
     for st in OCCUPANCY_STATES:
-        open_ms = sum(max(0, now_ms - max(since, start)) for since in raw.open_since.get(st, ()))
+        open_ms = 0
+        for since in raw.open_since.get(st, ()):
+            open_ms += max(0, now_ms - max(since, start))
         time_in[st] = c.get(AGENT_MS + st, 0) + open_ms
     busy = time_in["on_call"] + time_in["wrap_up"]
     return ratio(busy, busy + time_in["available"])
 
 
+_AGENT_KEYS = tuple(AGENT_GAUGE + st for st in AGENT_STATES)
+_occupancy_names: dict[tuple[tuple[str, int], ...], list[tuple[str, int, str]]] = {}
+
+
 def now_view(raw: QueueRaw, q: QueueConfig, cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
     """The point-in-time gauges and forecasts of one queue."""
     g = raw.gauges
+    get = g.get
+    oldest = raw.oldest_waiting_ms
     view: dict[str, object] = {
         "calls_waiting": raw.waiting,
-        "oldest_waiting_since": None if raw.oldest_waiting_ms is None else raw.oldest_waiting_ms / 1000,
-        "longest_wait_seconds": None if raw.oldest_waiting_ms is None else max(0, now_ms - raw.oldest_waiting_ms) / 1000,
+        "oldest_waiting_since": None if oldest is None else oldest / 1000,
+        "longest_wait_seconds": None if oldest is None else max(0, now_ms - oldest) / 1000,
     }
-    for st in AGENT_STATES:
-        view[AGENT_GAUGE + st] = g.get(AGENT_GAUGE + st, 0)
-    view[STAFFED] = g.get(STAFFED, 0)
-    for name, seconds in cfg.windows:
-        view[f"occupancy_{name}"] = occupancy(raw, name, seconds, cfg, now_ms)
+    for key in _AGENT_KEYS:
+        view[key] = get(key, 0)
+    staffed = view[STAFFED] = get(STAFFED, 0)
+    names = _occupancy_names.get(cfg.windows)
+    if names is None:
+        names = _occupancy_names[cfg.windows] = [(name, seconds, f"occupancy_{name}") for name, seconds in cfg.windows]
+    for name, seconds, key in names:
+        view[key] = occupancy(raw, name, seconds, cfg, now_ms)
     aht_c = raw.windows.get(AHT, {})
     aht = ratio((aht_c.get(TALK_MS, 0) + aht_c.get(ACW_MS, 0)) / 1000, aht_c.get(HANDLED, 0))
-    fc = erlang.forecast(raw.windows.get(ARRIVAL, {}).get(OFFERED, 0), aht, view[STAFFED],  # type: ignore[arg-type]
+    fc = erlang.forecast(raw.windows.get(ARRIVAL, {}).get(OFFERED, 0), aht, staffed,  # type: ignore[arg-type]
                          q.sl_threshold_seconds, q.sl_target)
-    view.update(
-        arrival_rate_per_hour=fc.arrival_rate_per_hour,
-        predicted_service_level=fc.predicted_service_level,
-        predicted_asa_seconds=fc.predicted_asa_seconds,
-        agents_required=fc.agents_required,
-        sl_target=q.sl_target,
-        sl_threshold_seconds=q.sl_threshold_seconds,
-        asa_target_seconds=q.asa_target_seconds,
-        kpis=kpi_view(g),
-    )
-    view.update(open_ticket_view(g))
+    view["arrival_rate_per_hour"] = fc.arrival_rate_per_hour
+    view["predicted_service_level"] = fc.predicted_service_level
+    view["predicted_asa_seconds"] = fc.predicted_asa_seconds
+    view["agents_required"] = fc.agents_required
+    view["sl_target"] = q.sl_target
+    view["sl_threshold_seconds"] = q.sl_threshold_seconds
+    view["asa_target_seconds"] = q.asa_target_seconds
+    # One sorted pass over the gauges for the KPIs and the open tickets' dimensions.
+    kpis: dict[str, float] = {}
+    by: dict[str, dict[str, int]] = {"status": {}, "priority": {}}
+    for k, v in sorted(g.items()):
+        if k.startswith(KPI):
+            kpis[k[len(KPI):]] = v / KPI_SCALE
+        elif v and k.startswith(_OPEN_PREFIX):
+            _, dim, value = k.split(":", 2)
+            by[dim][value] = v
+    view["kpis"] = kpis
+    breached = get(T.Z_BREACH, 0)
+    view["tickets_open"] = get(T.TICKETS_OPEN, 0)
+    view["tickets_open_by_status"] = by["status"]
+    view["tickets_open_by_priority"] = by["priority"]
+    view["backlog"] = get(T.Z_BACKLOG, 0)
+    view["sla_breached_open"] = breached
+    view["sla_due_soon"] = get(T.Z_SOON, 0) - breached
     return view
+
+
+_OPEN_PREFIX = T.TICKETS_OPEN + ":"
 
 
 def open_ticket_view(g: Counts) -> dict[str, object]:
@@ -296,15 +519,22 @@ def kpi_view(g: Counts) -> dict[str, float]:
 
 
 def _sum(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = defaultdict(int)
+    total: dict[str, int] = {}
+    get = total.get
     for d in dicts:
         for k, v in d.items():
-            total[k] += v
-    return dict(total)
+            total[k] = get(k, 0) + v
+    return total
 
 
-def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
-    """All queues: counts summed, ratios recomputed from the sums (standard SL), never averaged."""
+def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int,
+           scans: Optional[Mapping[str, list[_Scan]]] = None) -> dict[str, object]:
+    """All queues: counts summed, ratios recomputed from the sums (standard SL), never averaged.
+
+    ``scans`` (window name -> the scan of every queue's counters, as ``build_snapshot`` made them) spares
+    scanning the sums again: the plain fields are summed apart from the agents' fields, and an agent seen in
+    one queue only has that queue's fields, so its view is that queue's.
+    """
     view: dict[str, object] = {}
     oldest = [r.oldest_waiting_ms for r in raws.values() if r.oldest_waiting_ms is not None]
     view["now"] = {
@@ -315,21 +545,82 @@ def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dic
     for name in cfg.window_names:
         maxes = [r.max_wait_ms.get(name) for r in raws.values()]
         known = [m for m in maxes if m is not None]
-        view[name] = window_view(_sum(r.windows.get(name, {}) for r in raws.values()),
-                                 max(known) if known else None, "standard", cfg)
+        longest = max(known) if known else None
+        if scans is None:
+            view[name] = window_view(_sum(r.windows.get(name, {}) for r in raws.values()), longest, "standard", cfg)
+            continue
+        parts = scans[name]
+        c = _sum(p.plain for p in parts)
+        scan = _scan(c)
+        seen: dict[str, _Scan] = {}
+        for p in parts:
+            for a, fields in p.agents.items():
+                first = seen.get(a)
+                if first is None:
+                    seen[a] = p
+                    scan.agents[a] = fields
+                else:
+                    merged = scan.agents[a]
+                    if merged is first.agents[a]:  # a second queue: sum into a fresh dict
+                        merged = scan.agents[a] = dict(merged)
+                    for f, v in fields.items():
+                        merged[f] = merged.get(f, 0) + v
+        by_agent = scan.agent_views = {}
+        for a in sorted(scan.agents):
+            fields = scan.agents[a]
+            own = seen[a]
+            if fields is own.agents[a] and own.agent_views is not None:  # one queue only: the same view
+                if a in own.agent_views:
+                    by_agent[a] = own.agent_views[a]
+                continue
+            fget = fields.get
+            if fget(_S_CSAT, 0) or fget(_S_NPS, 0) or fget(_S_CES, 0):
+                by_agent[a] = _survey(fget)
+        view[name] = _window_view(c, scan, longest, "standard", cfg)
     return view
 
 
-def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
-    """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>..., "totals"}}, "all": {...}}``."""
+def custom_rollup(scans: Mapping[str, list[_Scan]], cfg: MetricsConfig) -> dict[str, object]:
+    """Only the custom metrics of the roll-up, per window: ``{<window>: {"custom": {...}}}``."""
+    keys = {CUSTOM + cc.name for cc in cfg.custom_counters}
+    for r in cfg.custom_ratios:
+        keys |= {CUSTOM + r.numerator, r.numerator, CUSTOM + r.denominator, r.denominator}
+    out: dict[str, object] = {}
+    for name in cfg.window_names:
+        c: dict[str, int] = {}
+        for p in scans[name]:
+            for k in keys:
+                v = p.plain.get(k)
+                if v is not None:
+                    c[k] = c.get(k, 0) + v
+        out[name] = {"custom": custom_view(c, cfg) if keys else {}}
+    return out
+
+
+def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int,
+                   rollup_all: bool = True) -> dict[str, object]:
+    """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>..., "totals"}}, "all": {...}}``.
+
+    ``rollup_all=False`` leaves out the roll-up but its custom metrics (``all.<window>.custom``), which is all the
+    Prometheus exposition shows of it.
+    """
     queues: dict[str, object] = {}
+    scans: dict[str, list[_Scan]] = {name: [] for name in cfg.window_names}
     for queue in sorted(raws):
-        if queue == GLOBAL:
-            continue
         raw, q = raws[queue], cfg.queue(queue)
+        if queue == GLOBAL:  # no view of its own, but its figures count in the roll-up
+            for name in cfg.window_names:
+                scan = raw.scans.get(name) if raw.scans is not None else None
+                scans[name].append(scan if scan is not None else _scan(raw.windows.get(name, {})))
+            continue
         view: dict[str, object] = {"now": now_view(raw, q, cfg, now_ms)}
         for name in cfg.window_names:
-            view[name] = window_view(raw.windows.get(name, {}), raw.max_wait_ms.get(name), q.sl_formula, cfg)
+            c = raw.windows.get(name, {})
+            scan = raw.scans.get(name) if raw.scans is not None else None
+            if scan is None:
+                scan = _scan(c)
+            view[name] = _window_view(c, scan, raw.max_wait_ms.get(name), q.sl_formula, cfg)
+            scans[name].append(scan)
         view["totals"] = totals_view(raw.totals, q)
         queues[queue] = view
     generated = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
@@ -337,7 +628,7 @@ def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int
     return {
         "generated_at": generated.replace("+00:00", "Z"),
         "queues": queues,
-        "all": rollup(raws, cfg, now_ms),
+        "all": rollup(raws, cfg, now_ms, scans) if rollup_all else custom_rollup(scans, cfg),
         "kpis": kpi_view(glob.gauges),
     }
 
@@ -350,80 +641,186 @@ def reader_windows(cfg: MetricsConfig) -> list[tuple[str, int]]:
     return list(cfg.windows) + [(ARRIVAL, cfg.forecast_arrival_seconds), (AHT, cfg.forecast_aht_seconds)]
 
 
+def reader_spans(cfg: MetricsConfig) -> tuple[int, ...]:
+    """The distinct lengths (seconds) of the reader's rolling windows, shortest first: one segment each."""
+    return tuple(sorted({seconds for _, seconds in reader_windows(cfg)}))
+
+
+def segment_bounds(cfg: MetricsConfig, now_ms: int) -> tuple[int, tuple[int, ...]]:
+    """The newest bucket and the first bucket of each reader span (shortest first) at ``now_ms``.
+
+    Every rolling window ends at the current bucket, so the windows nest: segment j holds the
+    buckets from span j's first bucket up to (not including) span j-1's, and the window of span j
+    is the sum of segments 0..j.
+    """
+    width = cfg.bucket_seconds
+    return bucket_start(now_ms, width), tuple(window_buckets(width, s, now_ms)[0] for s in reader_spans(cfg))
+
+
+def segment_meta(width: int, last: int, firsts: Iterable[int]) -> str:
+    """The range a queue's stored segment sums cover, as read.lua stores it in their ``@`` field."""
+    return ":".join(str(x) for x in (width, last, *firsts))
+
+
+def sum_segments(buckets: Mapping[int, Counts], waits: Mapping[int, int], width: int, last: int,
+                 firsts: tuple[int, ...]) -> tuple[list[dict[str, int]], list[Optional[int]]]:
+    """Segment sums and each span's longest wait, straight from bucket hashes and their longest waits.
+
+    What read.lua computes when it rebuilds a queue's sums; the in-memory store of the tests uses it.
+    """
+    segments: list[dict[str, int]] = []
+    hi = last
+    for first in firsts:
+        acc: dict[str, int] = {}
+        for b in range(first, hi + 1, width):
+            for k, v in buckets.get(b, {}).items():
+                acc[k] = acc.get(k, 0) + v
+        segments.append({k: v for k, v in acc.items() if v})
+        hi = first - width
+    longest: list[Optional[int]] = []
+    for first in firsts:
+        tops = [w for b, w in waits.items() if first <= b <= last]
+        longest.append(max(tops) if tops else None)
+    return segments, longest
+
+
 @dataclass
-class StoreData:
-    """What the reader fetched from the store for a set of queues."""
+class QueueData:
+    """What the reader fetched from the store for one queue (the pseudo-queue ``GLOBAL`` included)."""
 
-    counters: dict[WindowKey, Counts] = field(default_factory=dict)
-    zmax: dict[WindowKey, int] = field(default_factory=dict)  # max score of each wait set
-    waiting: dict[str, tuple[int, Optional[int]]] = field(default_factory=dict)  # queue -> (count, oldest)
-    open_since: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (queue, state) -> since
-    ticket_members: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (kind, queue) -> scores
-
-
-def needed_keys(queues: Iterable[str], cfg: MetricsConfig, now_ms: int) -> list[WindowKey]:
-    """Counter hashes and wait sets a snapshot at ``now_ms`` reads (gauges and live sets are per queue)."""
-    buckets = window_buckets(cfg.bucket_seconds, cfg.longest_window_seconds, now_ms)
-    keys: list[WindowKey] = []
-    for queue in [*queues, GLOBAL]:
-        day = day_of(now_ms, cfg.queue(queue))
-        keys += [("b", queue, b) for b in buckets] + [("d", queue, day), ("n", queue, ""), (TOTAL, queue, "")]
-        keys += [(Z_WAIT, queue, b) for b in buckets] + [(Z_WAIT + "d", queue, day)]
-    return keys
+    segments: list[dict[str, int]] = field(default_factory=list)  # per reader span, shortest first (segment_bounds)
+    max_wait_ms: list[Optional[int]] = field(default_factory=list)  # per reader span: the longest wait in its window
+    day: dict[str, int] = field(default_factory=dict)  # today's counters
+    day_max_wait_ms: Optional[int] = None
+    gauges: dict[str, int] = field(default_factory=dict)  # the queue's gauge hash as stored
+    totals: dict[str, int] = field(default_factory=dict)
+    waiting: tuple[int, Optional[int]] = (0, None)  # calls waiting, oldest offer (ms)
+    open_since: dict[str, list[int]] = field(default_factory=dict)  # occupancy state -> since (ms) of each agent
+    windowed_members: dict[str, list[int]] = field(default_factory=dict)  # T.WINDOWED_MEMBERS kind -> scores
+    due_members: dict[str, int] = field(default_factory=dict)  # T.GAUGE_MEMBERS kind -> members with score <= now
+    # The segments and the day already sorted out (``scan_flat``), when the reader decoded them so.
+    segment_scans: Optional[list[_Scan]] = None
+    day_scan: Optional[_Scan] = None
 
 
-def assemble(queues: Iterable[str], data: StoreData, cfg: MetricsConfig, now_ms: int) -> dict[str, object]:
-    """Sum the stored structures into windows and build the snapshot (the reader's pure half)."""
-    width = cfg.bucket_seconds
-    spans = sorted(reader_windows(cfg), key=lambda span: span[1])
-    raws: dict[str, QueueRaw] = {}
-    for queue in [*queues, GLOBAL]:
-        raw = QueueRaw()
-        # Every window ends at the current bucket, so shorter ones nest in longer ones: one pass over the buckets,
-        # newest first, sums them all.
-        acc: dict[str, int] = defaultdict(int)
-        longest: Optional[int] = None
-        added = 0
-        for name, seconds in spans:
-            buckets = window_buckets(width, seconds, now_ms)
-            for b in reversed(buckets[:len(buckets) - added]):
-                for k, v in data.counters.get(("b", queue, b), {}).items():
-                    acc[k] += v
-                top = data.zmax.get((Z_WAIT, queue, b))
-                if top is not None and (longest is None or top > longest):
-                    longest = top
-            added = len(buckets)
-            raw.windows[name] = dict(acc)
-            raw.max_wait_ms[name] = longest
-        day = day_of(now_ms, cfg.queue(queue))
-        raw.windows["today"] = dict(data.counters.get(("d", queue, day), {}))
-        raw.max_wait_ms["today"] = data.zmax.get((Z_WAIT + "d", queue, day))
-        raw.gauges = {k: v for k, v in data.counters.get(("n", queue, ""), {}).items()
-                      if k.startswith(AGENT_GAUGE) or k.startswith(KPI) or k.startswith(T.TICKETS_OPEN)}
-        raw.totals = dict(data.counters.get((TOTAL, queue, ""), {}))
-        raw.waiting, raw.oldest_waiting_ms = data.waiting.get(queue, (0, None))
-        raw.open_since = {st: data.open_since.get((queue, st), []) for st in OCCUPANCY_STATES}
-        add_ticket_members(raw, queue, {k: data.ticket_members.get((k, queue), []) for k in T.WINDOWED_MEMBERS}
-                           | {k: data.ticket_members.get((k, queue), []) for k in T.GAUGE_MEMBERS}, cfg, now_ms)
-        raws[queue] = raw
-    return build_snapshot(raws, cfg, now_ms)
+def _cumulative_scans(parts: list[_Scan], nspans: int) -> list[_Scan]:
+    """Each span's window (segments 0..j), sorted out from its segments' scans: no window is scanned again."""
+    special: dict[str, tuple[Optional[str], ...]] = {}  # blocked and ticket-dimension fields seen in any segment
+    for p in parts:
+        for k, _ in p.blocked:
+            special[k] = ("b",)
+        for k, dim, value, _ in p.created:
+            special[k] = ("t", dim, value)
+    out: list[_Scan] = []
+    plain: dict[str, int] = {}
+    agents: dict[str, dict[str, int]] = {}
+    for j in range(nspans):
+        agents = dict(agents)  # the fields dicts are shared until a later segment adds to them (copied then)
+        if j >= len(parts):
+            plain = dict(plain)
+        elif not plain:
+            plain = dict(parts[j].plain)
+        else:
+            p = parts[j]
+            plain = dict(plain)
+            get = plain.get
+            for k, v in p.plain.items():
+                plain[k] = get(k, 0) + v
+        if j < len(parts):
+            p = parts[j]
+            for a, fields in p.agents.items():
+                mine = agents.get(a)
+                if mine is None:
+                    agents[a] = fields
+                else:
+                    mine = agents[a] = dict(mine)
+                    for f, v in fields.items():
+                        mine[f] = mine.get(f, 0) + v
+        blocked: list[tuple[str, int]] = []
+        created: list[tuple[str, str, str, int]] = []
+        for k, kind in special.items():
+            v = plain.get(k, 0)
+            if v:
+                if kind[0] == "b":
+                    blocked.append((k, v))
+                else:
+                    created.append((k, kind[1], kind[2], v))  # type: ignore[arg-type]
+        out.append(_Scan(plain, blocked, created, agents))
+    return out
 
 
-def add_ticket_members(raw: QueueRaw, queue: str, members: Mapping[str, list[int]], cfg: MetricsConfig,
+class Assembler:
+    """The reader's pure half for one read at ``now_ms``: each queue's fetched data into its windows."""
+
+    def __init__(self, cfg: MetricsConfig, now_ms: int):
+        self.cfg, self.now_ms = cfg, now_ms
+        self.last, self.firsts = segment_bounds(cfg, now_ms)
+        index = {seconds: j for j, seconds in enumerate(reader_spans(cfg))}
+        self.names = [(name, index[seconds]) for name, seconds in reader_windows(cfg)]
+
+    def raw(self, queue: str, d: QueueData) -> QueueRaw:
+        """One queue's windows (segment sums into spans), gauges and totals."""
+        raw = QueueRaw(scans={})
+        parts = d.segment_scans if d.segment_scans is not None else [_scan(seg) for seg in d.segments]
+        spans = _cumulative_scans(parts, len(self.firsts))
+        today = d.day_scan if d.day_scan is not None else _scan(d.day)
+        add_ticket_members([s.plain for s in spans], today.plain, queue, d.windowed_members, self.last, self.firsts,
+                           self.cfg, self.now_ms)
+        for name, j in self.names:  # windows of the same length share their sums (nothing below writes to them)
+            raw.windows[name] = spans[j].plain
+            raw.scans[name] = spans[j]  # type: ignore[index]
+            raw.max_wait_ms[name] = d.max_wait_ms[j] if j < len(d.max_wait_ms) else None
+        raw.windows["today"] = today.plain
+        raw.scans["today"] = today  # type: ignore[index]
+        raw.max_wait_ms["today"] = d.day_max_wait_ms
+        raw.gauges = {k: v for k, v in d.gauges.items() if k.startswith(_GAUGE_PREFIXES)}
+        for kind in T.GAUGE_MEMBERS:
+            raw.gauges[kind] = d.due_members.get(kind, 0)
+        raw.totals = d.totals
+        raw.waiting, raw.oldest_waiting_ms = d.waiting
+        raw.open_since = {st: d.open_since.get(st, []) for st in OCCUPANCY_STATES}
+        return raw
+
+
+_GAUGE_PREFIXES = (AGENT_GAUGE, KPI, T.TICKETS_OPEN)
+
+
+def assemble(queues: Iterable[str], data: Mapping[str, QueueData], cfg: MetricsConfig, now_ms: int,
+             rollup_all: bool = True) -> dict[str, object]:
+    """Turn the fetched segment sums into windows and build the snapshot (the reader's pure half)."""
+    a = Assembler(cfg, now_ms)
+    empty = QueueData()
+    raws = {q: a.raw(q, data.get(q, empty)) for q in [*queues, GLOBAL]}
+    return build_snapshot(raws, cfg, now_ms, rollup_all)
+
+
+def add_ticket_members(sums: list[dict[str, int]], today: dict[str, int], queue: str,
+                       members: Mapping[str, list[int]], last: int, firsts: tuple[int, ...], cfg: MetricsConfig,
                        now_ms: int) -> None:
-    """Time-driven ticket facts: windowed ones count like counters at their instant, gauges once due."""
+    """Time-driven ticket facts count like counters at their instant: in each span whose window holds their
+    bucket (``sums``, one per span as ``segment_bounds`` orders them) and in ``today``."""
     width = cfg.bucket_seconds
-    today = day_of(now_ms, cfg.queue(queue))
+    q = cfg.queue(queue)
+    day = day_of(now_ms, q)
+    spans = list(zip(firsts, sums))
+    # A local day lasts 25 hours at most, and the rolling windows are shorter: what is two days off counts nowhere.
+    lo, hi = min(now_ms - _TWO_DAYS_MS, firsts[-1] * 1000 if firsts else now_ms), now_ms + _TWO_DAYS_MS
     for kind, name in T.WINDOWED_MEMBERS.items():
         for score in members.get(kind, ()):
+            if not lo <= score <= hi:
+                continue
             b = bucket_start(score, width)
-            for wname, secs in reader_windows(cfg):
-                if in_rolling_window(b, width, secs, now_ms):
-                    raw.windows.setdefault(wname, {})[name] = raw.windows.get(wname, {}).get(name, 0) + 1
-            if day_of(score, cfg.queue(queue)) == today:
-                raw.windows.setdefault("today", {})[name] = raw.windows.get("today", {}).get(name, 0) + 1
-    for kind in T.GAUGE_MEMBERS:
-        raw.gauges[kind] = sum(1 for score in members.get(kind, ()) if score <= now_ms)
+            if b <= last:
+                for first, w in spans:
+                    if b >= first:
+                        w[name] = w.get(name, 0) + 1
+            if day_of(score, q) == day:
+                today[name] = today.get(name, 0) + 1
 
 
-LIVE_SETS = (Z_WAITING,) + tuple(Z_OPEN + st for st in OCCUPANCY_STATES) + tuple(T.WINDOWED_MEMBERS) + T.GAUGE_MEMBERS
+_TWO_DAYS_MS = 2 * 86400_000
+
+# The per-queue sorted sets the reader reads whole (scores only), and those it counts up to now.
+OPEN_SETS = tuple(Z_OPEN + st for st in OCCUPANCY_STATES)
+WINDOWED_SETS = tuple(T.WINDOWED_MEMBERS)
+DUE_SETS = T.GAUGE_MEMBERS

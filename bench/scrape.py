@@ -5,6 +5,12 @@ with an hour of simulated traffic per queue, then times what the ``/metrics``
 handler does: read the snapshot and the worker status from Redis and render the
 exposition. Prints the median and p90 over repeated scrapes.
 
+Two kinds of scrape: *warm* (the readers' window sums in Redis are at the current
+range, as they are when anything read the snapshot in the last minute) and *cold*
+(the sums deleted first, so every queue's are rebuilt from its buckets, as after a
+Redis without them or a read idle for more than a minute). ``--plain`` measures reads
+that ignore the kept sums and sum the buckets in Redis instead.
+
     .venv/bin/python bench/scrape.py --queues 50,500 --repeat 15
 """
 
@@ -23,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.config import MetricsConfig  # noqa: E402
 from agents.core import CORES, BatchResult, PartitionState, apply_batch  # noqa: E402
-from ccmon.exposition import render  # noqa: E402
+from ccmon.exposition import scrape as scrape_metrics  # noqa: E402
 from ccmon.services import start_redis, stop  # noqa: E402
-from ccmon.store import Commit, Store  # noqa: E402
+from ccmon.store import PREFIX, WINDOW_SUMS, WINDOW_WAITS, Commit, Store  # noqa: E402
 from streams.events import Event, event_from_dict  # noqa: E402
 from streams.partitioning import partition_for  # noqa: E402
 from streams.simulator import SimConfig, generate  # noqa: E402
@@ -66,31 +72,51 @@ async def fill(store: Store, cfg: MetricsConfig, queues: int, minutes: float) ->
 async def scrape(store: Store) -> tuple[float, int, int]:
     """One scrape: seconds, body bytes, sample lines."""
     started = time.perf_counter()
-    body, _ = render(await store.snapshot(), await store.status(), None)
+    body, _ = await scrape_metrics(store, await store.status(), None)
     elapsed = time.perf_counter() - started
     samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     return elapsed, len(body), samples
 
 
-async def run(url: str, sizes: list[int], repeat: int, minutes: float) -> list[str]:
+async def drop_window_sums(store: Store) -> None:
+    """Delete every queue's window sums: the next read rebuilds them from the buckets."""
+    for kind in (WINDOW_SUMS, WINDOW_WAITS):
+        keys = [k async for k in store.redis.scan_iter(match=f"{PREFIX}{kind}:*", count=1000)]
+        if keys:
+            await store.redis.delete(*keys)
+
+
+def figures(times: list[float]) -> tuple[float, float]:
+    """Median and p90, in ms."""
+    times = sorted(times)
+    return statistics.median(times) * 1000, times[min(len(times) - 1, int(len(times) * 0.9))] * 1000
+
+
+async def run(url: str, sizes: list[int], repeat: int, minutes: float, plain: bool = False,
+              cold: int = 3) -> list[str]:
     """Fill and scrape at each size; return the table rows."""
     cfg = MetricsConfig()
     rows = []
     for queues in sizes:
         store = Store(url, cfg)
+        store.window_sums = not plain
         await store.redis.flushdb()
         t0 = time.monotonic()
         events = await fill(store, cfg, queues, minutes)
         filled = time.monotonic() - t0
         await scrape(store)  # warm the script cache and connection pool
+        colds = []
+        for _ in range(cold if store.window_sums else 0):
+            await drop_window_sums(store)
+            colds.append((await scrape(store))[0])
         times = []
         for _ in range(repeat):
             elapsed, size, samples = await scrape(store)
             times.append(elapsed)
-        times.sort()
-        p90 = times[min(len(times) - 1, int(len(times) * 0.9))]
-        rows.append(f"| {queues} | {events:,} | {samples:,} | {size / 1024:,.0f} | {statistics.median(times) * 1000:,.0f} "
-                    f"| {p90 * 1000:,.0f} | {filled:,.0f} |")
+        median, p90 = figures(times)
+        cold_cells = "| {:,.0f} | {:,.0f} ".format(*figures(colds)) if colds else "| – | – "
+        rows.append(f"| {queues} | {events:,} | {samples:,} | {size / 1024:,.0f} | {median:,.0f} | {p90:,.0f} "
+                    f"{cold_cells}| {filled:,.0f} |")
         print(rows[-1], flush=True)
         await store.close()
     return rows
@@ -102,13 +128,17 @@ def main() -> None:
     ap.add_argument("--queues", default="50,500", help="comma-separated queue counts")
     ap.add_argument("--repeat", type=int, default=15, help="scrapes per size (median and p90 of these)")
     ap.add_argument("--minutes", type=float, default=60, help="minutes of traffic per queue")
+    ap.add_argument("--cold", type=int, default=5, help="cold scrapes per size (window sums rebuilt from the buckets)")
+    ap.add_argument("--plain", action="store_true", help="reads sum the buckets, ignoring the kept window sums")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_redis(Path(tmp))
         try:
-            print("| queues | events | samples | body KiB | median ms | p90 ms | fill s |")
-            print("|---:|---:|---:|---:|---:|---:|---:|")
-            asyncio.run(run(url, [int(q) for q in args.queues.split(",")], args.repeat, args.minutes))
+            print("| queues | events | samples | body KiB | warm median ms | warm p90 ms | cold median ms | cold p90 ms "
+                  "| fill s |")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            asyncio.run(run(url, [int(q) for q in args.queues.split(",")], args.repeat, args.minutes, args.plain,
+                            args.cold))
         finally:
             stop(proc)
 

@@ -9,7 +9,7 @@ CPU, partitions), scraped on every replica for liveness.
 from __future__ import annotations
 
 import platform
-from typing import Callable, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -25,6 +25,10 @@ from prometheus_client.utils import floatToGoString
 from agents import selfstats
 from agents.snapshot import WAIT_OUTCOMES, histogram
 from ccmon import __version__
+from ccmon.gcpause import gc_paused
+
+if TYPE_CHECKING:
+    from ccmon.store import Store
 
 View = Mapping[str, object]
 
@@ -336,13 +340,254 @@ def text_format(families: Iterable[Metric]) -> bytes:
     return "".join(out).encode()
 
 
+_NEG_INF = float("-inf")
+_number_cache: dict[object, str] = {}
+
+
+def _go(value: float) -> str:
+    """``floatToGoString`` for a float: plain ``repr`` except for large positives, infinities and NaN."""
+    if _NEG_INF < value < 1e6:
+        return repr(value)
+    return floatToGoString(value)
+
+
+def _num(value: object) -> str:
+    """The sample text of ``float(value)``; integers (most samples) are cached."""
+    if type(value) is int:
+        text = _number_cache.get(value)
+        if text is None:
+            if len(_number_cache) >= 100_000:
+                _number_cache.clear()
+            text = _number_cache[value] = _go(float(value))
+        return text
+    return _go(float(value))  # type: ignore[arg-type]
+
+
+_CALL_HEADS = [(f'ccmon_window_calls{{outcome="{name}",', name) for name in WINDOW_COUNTS]
+_TICKET_HEADS = [(f'ccmon_window_tickets{{kind="{kind}",', "tickets_" + kind) for kind in TICKET_KINDS]
+
+
+def _head(name: str, doc: str, type_: str) -> str:
+    return f"# HELP {name} {doc.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}\n# TYPE {name} {type_}\n"
+
+
+def snapshot_text(snapshot: View, status: View) -> bytes:
+    """The text format of ``SnapshotCollector(snapshot, status)``, written straight from the snapshot.
+
+    Byte for byte what ``text_format`` (and so prometheus_client) writes for the collector's families
+    (tests/unit/test_exposition.py compares them), but with no metric family, sample or label dict
+    per sample: label strings are built once per queue and window, and each family's lines are
+    collected in one pass over the views.
+    """
+    queues: Mapping[str, Any] = snapshot.get("queues", {})  # type: ignore[assignment]
+    escaped: dict[str, str] = {}
+
+    def esc(value: str) -> str:
+        e = escaped.get(value)
+        if e is None:
+            e = escaped[value] = _escape_label(value)
+        return e
+
+    out: list[str] = []
+    num = _num
+    ints = _number_cache
+    # Ratios repeat across queues and windows (0.5, 2/3...): formatted once per scrape. Zeros are left out, as
+    # 0.0 and -0.0 are one key but two texts.
+    floats: dict[float, str] = {}
+
+    # ---- lifetime counters and histograms
+    counters: dict[str, list[str]] = {k: [] for k in TOTALS}
+    totals_heads = [(k, name + "_total", factor, counters[k]) for k, (name, _, factor) in TOTALS.items()]
+    blocked: list[str] = []
+    responses: list[str] = []
+    wait: list[str] = []
+    wait_append = wait.append
+    wait_heads: dict[str, str] = {}  # le -> the bucket sample's name and first label
+    frt: list[str] = []
+    frt_heads: dict[str, str] = {}
+    for queue, view in queues.items():
+        qe = esc(queue)
+        qlabel = f'{{queue="{qe}"}} '
+        t: Any = view["totals"]
+        for key, head, factor, lines in totals_heads:
+            x = float(t[key]) * factor
+            lines.append(f"{head}{qlabel}{repr(x) if _NEG_INF < x < 1e6 else _go(x)}\n")
+        for reason, n in t["blocked_by_reason"].items():
+            blocked.append(f'ccmon_calls_blocked_total{{queue="{qe}",reason="{esc(reason)}"}} {num(n)}\n')
+        for kind, n in t["survey_responses"].items():
+            responses.append(f'ccmon_survey_responses_total{{kind="{escaped.get(kind) or esc(kind)}",queue="{qe}"}} '
+                             f'{(ints.get(n) if type(n) is int else None) or num(n)}\n')
+        waits: Any = t["wait_seconds"]
+        if t["offered"] or any(waits[o]["count"] for o in WAIT_OUTCOMES):
+            for outcome in WAIT_OUTCOMES:
+                h = waits[outcome]
+                tail = f'outcome="{esc(outcome)}",queue="{qe}"}} '
+                last: Optional[str] = ""
+                for le, n in h["buckets"].items():
+                    last = (ints.get(n) if type(n) is int else None) or num(n)
+                    bucket = wait_heads.get(le)
+                    if bucket is None:
+                        bucket = wait_heads[le] = f'ccmon_call_wait_seconds_bucket{{le="{esc(le)}",'
+                    wait_append(f"{bucket}{tail}{last}\n")
+                wait.append(f'ccmon_call_wait_seconds_count{{{tail}{last}\n')
+                wait.append(f'ccmon_call_wait_seconds_sum{{{tail}{_go(float(h["sum"]))}\n')
+        h = t["first_response_seconds"]
+        if t["tickets_created"] or h["count"]:
+            last = ""
+            for le, n in h["buckets"].items():
+                last = (ints.get(n) if type(n) is int else None) or num(n)
+                bucket = frt_heads.get(le)
+                if bucket is None:
+                    bucket = frt_heads[le] = f'ccmon_ticket_first_response_seconds_bucket{{le="{esc(le)}",'
+                frt.append(f"{bucket}{qlabel[1:]}{last}\n")
+            frt.append(f'ccmon_ticket_first_response_seconds_count{qlabel}{last}\n')
+            frt.append(f'ccmon_ticket_first_response_seconds_sum{qlabel}{_go(float(h["sum"]))}\n')
+    for key, (name, doc, _) in TOTALS.items():
+        out.append(_head(name + "_total", doc, "counter"))
+        out += counters[key]
+    out.append(_head("ccmon_calls_blocked_total", "Calls blocked before queueing, by reason.", "counter"))
+    out += blocked
+    out.append(_head("ccmon_survey_responses_total", "Survey responses, by kind.", "counter"))
+    out += responses
+    out.append(_head("ccmon_call_wait_seconds", "Wait of calls that left the queue, by outcome; the buckets include "
+                     "the queue's SL and short-abandon thresholds.", "histogram"))
+    out += wait
+    out.append(_head("ccmon_ticket_first_response_seconds", "SLA-clock time to the first public agent reply; the "
+                     "buckets include the queue's first-response targets.", "histogram"))
+    out += frt
+
+    # ---- windowed gauges
+    calls: list[str] = []
+    calls_append = calls.append
+    tickets: list[str] = []
+    tickets_append = tickets.append
+    window_responses: list[str] = []
+    values: dict[str, list[str]] = {k: [] for k in WINDOW_VALUES}
+    value_names = [(k, name, values[k].append) for k, (name, _) in WINDOW_VALUES.items()]
+    occupancy: list[str] = []
+    agent: dict[str, list[str]] = {k: [] for k in AGENT_SURVEY}
+    agent_names = [(k, name, agent[k].append) for k, (name, _) in AGENT_SURVEY.items()]
+    custom_count: list[str] = []
+    custom_ratio: list[str] = []
+    views: list[tuple[str, Any]] = list(queues.items()) + [("", snapshot.get("all", {}))]
+    for queue, view in views:
+        qe = esc(queue)
+        now: Any = view.get("now") if queue else None
+        for window, w in view.items():
+            if window in ("now", "totals"):
+                continue
+            we = esc(window)
+            if queue:
+                tail = f'queue="{qe}",window="{we}"}} '
+                labels = "{" + tail
+                for head, key in _CALL_HEADS:
+                    v = w[key]
+                    calls_append(f'{head}{tail}{(ints.get(v) if type(v) is int else None) or num(v)}\n')
+                for head, key in _TICKET_HEADS:
+                    v = w[key]
+                    tickets_append(f'{head}{tail}{(ints.get(v) if type(v) is int else None) or num(v)}\n')
+                for kind, n in w["survey_responses"].items():
+                    window_responses.append(f'ccmon_window_survey_responses{{kind="{escaped.get(kind) or esc(kind)}",'
+                                            f'{tail}{(ints.get(n) if type(n) is int else None) or num(n)}\n')
+                for key, name, append in value_names:
+                    v = w[key]
+                    if v is not None:
+                        text = floats.get(v) if type(v) is float and v else None
+                        if text is None:
+                            text = num(v)
+                            if type(v) is float and v:
+                                floats[v] = text
+                        append(f"{name}{labels}{text}\n")
+                for agent_id, a in w["surveys_by_agent"].items():
+                    head = f'{{agent="{escaped.get(agent_id) or esc(agent_id)}",{tail}'
+                    for key, name, append in agent_names:
+                        v = a[key]
+                        if v is not None:
+                            text = floats.get(v) if type(v) is float and v else None
+                            if text is None:
+                                text = num(v)
+                                if type(v) is float and v:
+                                    floats[v] = text
+                            append(f"{name}{head}{text}\n")
+                occ = now.get(f"occupancy_{window}")
+                if occ is not None:
+                    occupancy.append(f"ccmon_occupancy_ratio{labels}{num(occ)}\n")
+            for name, value in w["custom"].items():
+                if value is None:
+                    continue
+                is_count = isinstance(value, int) and not isinstance(value, bool)
+                (custom_count if is_count else custom_ratio).append(
+                    f'{"ccmon_custom_count" if is_count else "ccmon_custom_ratio"}{{name="{esc(name)}",queue="{qe}",'
+                    f'window="{we}"}} {num(value)}\n')
+    out.append(_head("ccmon_window_calls", "Calls in the window by outcome (event time).", "gauge"))
+    out += calls
+    out.append(_head("ccmon_window_tickets", "Tickets created, solved, reopened and escalated in the window.", "gauge"))
+    out += tickets
+    out.append(_head("ccmon_window_survey_responses", "Survey responses in the window, by kind.", "gauge"))
+    out += window_responses
+    for key, (name, doc) in WINDOW_VALUES.items():
+        out.append(_head(name, doc, "gauge"))
+        out += values[key]
+    out.append(_head("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + wrap-up) time over the "
+                     "window.", "gauge"))
+    out += occupancy
+    for key, (name, doc) in AGENT_SURVEY.items():
+        out.append(_head(name, doc, "gauge"))
+        out += agent[key]
+    out.append(_head("ccmon_custom_count", "A user-defined counter over the window (queue empty: all queues).", "gauge"))
+    out += custom_count
+    out.append(_head("ccmon_custom_ratio", "A user-defined ratio over the window (queue empty: all queues).", "gauge"))
+    out += custom_ratio
+
+    # ---- point-in-time gauges
+    now_lines: dict[str, list[str]] = {k: [] for k in NOW_VALUES}
+    now_names = [(k, name, factor) for k, (name, _, factor) in NOW_VALUES.items()]
+    agents: list[str] = []
+    kpi: list[str] = []
+    for queue, view in queues.items():
+        qe = esc(queue)
+        qlabel = f'{{queue="{qe}"}} '
+        nv: Any = view["now"]
+        for key, name, factor in now_names:
+            v = nv.get(key)
+            if v is not None:
+                now_lines[key].append(f"{name}{qlabel}{_go(float(v) * factor)}\n")
+        for st in AGENT_STATES:
+            agents.append(f'ccmon_agents{{queue="{qe}",state="{st}"}} {num(nv["agents_" + st])}\n')
+        for name, value in nv.get("kpis", {}).items():
+            kpi.append(f'ccmon_kpi{{name="{esc(name)}",queue="{qe}"}} {num(value)}\n')
+    kpis: Any = snapshot.get("kpis", {})
+    for name, value in kpis.items():
+        kpi.append(f'ccmon_kpi{{name="{esc(name)}",queue=""}} {num(value)}\n')
+    for key, (name, doc, _) in NOW_VALUES.items():
+        out.append(_head(name, doc, "gauge"))
+        out += now_lines[key]
+    out.append(_head("ccmon_agents", "Agents per queue by current state (staffed: all but offline).", "gauge"))
+    out += agents
+    out.append(_head("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).", "gauge"))
+    out += kpi
+
+    body = "".join(out).encode()
+    # The self-metrics are a few dozen samples: the family path is cheap there.
+    return body + text_format(SnapshotCollector(snapshot, status)._self_metrics(len(queues)))
+
+
 def render(snapshot: View, status: View, accept: Optional[str]) -> tuple[bytes, str]:
     """The global view's exposition body and content type (OpenMetrics when the scraper asks for it)."""
-    collector = SnapshotCollector(snapshot, status)
     encoder, content_type = choose_encoder(accept or "")
     if encoder is generate_latest:  # the classic text format; OpenMetrics goes through prometheus_client
-        return text_format(collector.collect()), content_type
-    return _encode(lambda r: r.register(collector), accept)  # type: ignore[arg-type]
+        return snapshot_text(snapshot, status), content_type
+    return _encode(lambda r: r.register(SnapshotCollector(snapshot, status)), accept)  # type: ignore[arg-type]
+
+
+async def scrape(store: "Store", status: View, accept: Optional[str]) -> tuple[bytes, str]:
+    """What ``GET /metrics`` answers: the snapshot read now, rendered.
+
+    The exposition shows nothing of the all-queues roll-up but its custom metrics, so the rest of it is not
+    built; and the cyclic collector stays paused until the snapshot is dropped (``ccmon/gcpause.py``).
+    """
+    with gc_paused():
+        return render(await store.snapshot(rollup_all=False), status, accept)
 
 
 def render_worker(consuming: bool, partitions: Optional[int], accept: Optional[str]) -> tuple[bytes, str]:

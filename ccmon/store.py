@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Iterable, Optional
+from typing import Any, Callable, Collection, Iterable, Mapping, Optional
 
+import hiredis
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, RedisError, ResponseError, TimeoutError as RedisTimeoutError
 
-from agents.config import MetricsConfig, day_end_epoch
-from agents.core import COUNTER_HASHES, Deltas, WindowKey, Z_WAITING
-from agents.snapshot import LIVE_SETS, StoreData, assemble, needed_keys
+from agents.config import MetricsConfig, day_end_epoch, day_of
+from agents.core import GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING, Deltas, WindowKey
+from agents.snapshot import (DUE_SETS, OPEN_SETS, WINDOWED_SETS, Assembler, QueueData, QueueRaw, _Scan, build_snapshot,
+                             reader_spans, scan_flat, segment_bounds, segment_meta)
 from ccmon.errors import StoreUnavailable
 
 PREFIX = "ccmon:"
@@ -30,7 +35,11 @@ redis.call('DEL', KEYS[2])
 return 0
 """
 TP = tuple[str, int]  # (topic, partition)
-READ_CHUNK = 2000  # keys per read script call: each call is short, so commits are not held up
+READ_CHUNK = 20  # queues per read script call: each call is short, so commits are not held up
+WINDOW_SUMS = "ws"  # key kind of a queue's rolling-window segment sums (read.lua)
+WINDOW_WAITS = "wz"  # key kind of the longest wait of each bucket in a queue's window-sums range (read.lua)
+WINDOW_SUMS_TTL = 3600  # a queue's segment sums are rebuilt from the buckets at least this often...
+WINDOW_SUMS_JITTER = 900  # ...plus up to this much per queue, so the queues do not all rebuild in one scrape
 
 
 @dataclass
@@ -85,7 +94,17 @@ class Store:
         self._commit = self.redis.register_script(resources.files("ccmon").joinpath("commit.lua").read_text())
         self._reset = self.redis.register_script(resources.files("ccmon").joinpath("topic_reset.lua").read_text())
         self._reset_part = self.redis.register_script(_RESET_PARTITION)
-        self._read = self.redis.register_script(resources.files("ccmon").joinpath("read.lua").read_text())
+        # Reads now trust the window sums every commit keeps (commit.lua's last section); False makes them sum
+        # the buckets in read.lua instead, as reads at another instant always do.
+        self.window_sums = True
+        # The snapshot read's own connections (RESP2: its replies are parsed by hiredis directly, see _pipeline).
+        self.reader = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, protocol=2,
+                                              decode_responses=True)
+        self._read_lua = resources.files("ccmon").joinpath("read.lua").read_text()
+        self._read_sha = hashlib.sha1(self._read_lua.encode()).hexdigest()
+        self._read_cmds: dict[str, _QueueReads] = {}
+        self._nspans = len(reader_spans(cfg))
+        self.clock: Callable[[], float] = time.time  # the readers' wall clock: what "now" is (tests move it)
 
     # ------------------------------------------------------------- key naming
     def key(self, wk: WindowKey) -> str:
@@ -134,8 +153,9 @@ class Store:
         await self._call(self.redis.ping())
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         await self.redis.aclose()
+        await self.reader.aclose()
 
     async def reset_if_recreated(self, topic: str, topic_id: str, partitions: int) -> bool:
         """Forget a topic's offsets and states when its id changed; True when it did."""
@@ -225,7 +245,7 @@ class Store:
         exp: list[object] = [x for kv in expiries.items() for x in kv]
         args += [_groups(incr, 2), *incr, len(sets) // 3, *sets, _groups(blob_sets, 3), *blob_sets,
                  _groups(dels), *dels, 1 if adds else 0, *adds, _groups(zrem), *zrem, _groups(zadd, 2), *zadd,
-                 len(exp) // 2, *exp, self.COMMITS]
+                 len(exp) // 2, *exp, *self.window_sum_args(counters, zadd_of, zrem_of), self.COMMITS]
         return _packer.encode(args), b"".join(blobs)
 
     async def commit(self, c: Commit) -> None:
@@ -240,40 +260,208 @@ class Store:
         """Every queue seen so far."""
         return sorted(q.decode() for q in await self._call(self.redis.smembers(self.QUEUES)))
 
-    async def snapshot(self, now_ms: int | None = None, only: Iterable[str] | None = None) -> dict[str, object]:
-        """The snapshot document at ``now_ms`` (wall clock by default)."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    def window_sum_args(self, counters: Mapping[WindowKey, Mapping[str, int]],
+                        zadd: Mapping[WindowKey, Mapping[str, int]],
+                        zrem: Mapping[WindowKey, Collection[str]]) -> list[object]:
+        """The commit's window-sum section (the last of commit.lua) for a batch's ``Deltas.counters``, ``.zadd`` and
+        ``.zrem``: per bucket the batch touched, the queue's segment sums and longest-waits keys, the bucket, its wait
+        set's key when the batch added or removed waits there ('' otherwise), and the bucket's nonzero field
+        increments. Starts with the entry count and the seconds after its start at which a bucket expires."""
+        waits = {(q, b) for (kind, q, b), m in [*zadd.items(), *zrem.items()] if kind == Z_WAIT and m}
+        out: list[object] = [0, self.expire_at(("b", GLOBAL, 0))]
+        n = 0
+        for (kind, q, b), fields in counters.items():
+            if kind != "b":
+                continue
+            flat = [x for f, v in fields.items() if v for x in (f, v)]
+            touched = (q, b) in waits
+            if flat or touched:
+                waits.discard((q, b))
+                out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b,
+                        self.key((Z_WAIT, q, b)) if touched else "", len(flat) // 2, *flat]
+                n += 1
+        for q, b in sorted(waits, key=str):
+            out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b, self.key((Z_WAIT, q, b)), 0]
+            n += 1
+        out[0] = n
+        return out
+
+    def _queue_reads(self, queue: str, day: str) -> "_QueueReads":
+        """The packed commands that read a queue (cached: only the day and the instant change)."""
+        reads = self._read_cmds.get(queue)
+        if reads is None:
+            live = queue != GLOBAL  # the pseudo-queue has no calls, agents or tickets of its own
+            ws = self.key((WINDOW_SUMS, queue, ""))
+            key = self.key
+            reads = _QueueReads(
+                item=[ws, key((WINDOW_WAITS, queue, "")), key(("b", queue, "")) + ":", key((Z_WAIT, queue, "")) + ":",
+                      zlib.crc32(queue.encode()) % WINDOW_SUMS_JITTER],
+                sums=b"".join([_pack("HGETALL", ws)] + [_pack("HGETALL", f"{ws}:{j}") for j in range(self._nspans)]),
+                static=b"".join([_pack("HGETALL", key(("n", queue, ""))), _pack("HGETALL", key((TOTAL, queue, "")))]
+                                + ([_pack("ZCARD", key((Z_WAITING, queue, ""))),
+                                    _pack("ZRANGE", key((Z_WAITING, queue, "")), 0, 0, "WITHSCORES")]
+                                   + [_pack("ZRANGE", key((k, queue, "")), 0, -1, "WITHSCORES")
+                                      for k in (*OPEN_SETS, *WINDOWED_SETS)] if live else [])),
+                due=tuple(b"*4\r\n$6\r\nZCOUNT\r\n" + _bulk(key((k, queue, ""))) + b"$4\r\n-inf\r\n"
+                          for k in DUE_SETS) if live else (),
+                live=live,
+            )
+            if len(self._read_cmds) >= 100_000:
+                self._read_cmds.clear()
+            self._read_cmds[queue] = reads
+        if reads.day != day:
+            reads.day = day
+            reads.daily = _pack("HGETALL", self.key(("d", queue, day))) + \
+                _pack("ZREVRANGE", self.key((Z_WAIT + "d", queue, day)), 0, 0, "WITHSCORES")
+        return reads
+
+    async def _pipeline(self, commands: list[bytes], replies: Optional[int] = None,
+                        consume: Optional[Callable[[list[object]], None]] = None,
+                        encoding: Optional[str] = "utf-8") -> list[object]:
+        """Replies to pre-packed commands (``replies`` of them: an item may pack several), sent in one write on one
+        of the reader's connections; ``consume`` sees the replies so far each time more arrived, so the caller's
+        work overlaps Redis's.
+
+        Replies are parsed by hiredis as they arrive: redis-py's per-reply machinery (a timeout context and a
+        few awaits per reply) would cost more than Redis takes to answer. Error replies come back as
+        ``hiredis.ReplyError`` values.
+        """
+        pool = self.reader.connection_pool
+        try:
+            conn = await pool.get_connection()
+        except TypeError:  # redis-py 5 wants a command name
+            conn = await pool.get_connection("_")  # type: ignore[call-arg]
+        clean = False
+        try:
+            async with asyncio.timeout(30):
+                await conn.send_packed_command(b"".join(commands), check_health=False)
+                stream = getattr(conn, "_reader", None)
+                out: list[object] = []
+                n = len(commands) if replies is None else replies
+                if not isinstance(stream, asyncio.StreamReader):  # not the redis-py we know: its own reads
+                    for _ in range(n):
+                        try:
+                            out.append(await conn.read_response())
+                        except NoScriptError as exc:
+                            out.append(hiredis.ReplyError(f"NOSCRIPT {exc}"))
+                        except ResponseError as exc:
+                            out.append(hiredis.ReplyError(str(exc)))
+                    if consume is not None:
+                        consume(out)
+                else:
+                    parser = hiredis.Reader(encoding=encoding, errors="replace") if encoding else hiredis.Reader()
+                    while len(out) < n:
+                        data = await stream.read(1 << 20)
+                        if not data:
+                            raise RedisConnectionError("Redis closed the connection during a snapshot read")
+                        parser.feed(data)
+                        reply = parser.gets()
+                        while reply is not False:
+                            out.append(reply)
+                            reply = parser.gets()
+                        if consume is not None:
+                            consume(out)
+            clean = True
+            return out
+        finally:
+            if not clean:
+                await conn.disconnect()  # replies may be pending on it: never reuse it
+            await pool.release(conn)
+
+    async def snapshot(self, now_ms: int | None = None, only: Iterable[str] | None = None,
+                       rollup_all: bool = True) -> dict[str, object]:
+        """The snapshot document at ``now_ms`` (wall clock by default); ``rollup_all=False`` leaves out the all-queues
+        roll-up but its custom metrics (all that ``/metrics`` shows of it)."""
+        wall_ms = int(self.clock() * 1000)
+        now_ms = wall_ms if now_ms is None else now_ms
         queues = await self.queues()
         if only is not None:
             wanted = set(only)
             queues = [q for q in queues if q in wanted]
-        reads: list[tuple[WindowKey, str]] = [
-            (wk, "h" if wk[0] in COUNTER_HASHES else "m") for wk in needed_keys(queues, self.cfg, now_ms)
-        ] + [((kind, q, ""), "s") for q in queues for kind in LIVE_SETS]
-        # Scripts of a bounded size, pipelined: one round trip, and Redis serves commits in between.
-        pipe = self.redis.pipeline(transaction=False)
-        for i in range(0, len(reads), READ_CHUNK):
-            chunk = reads[i:i + READ_CHUNK]
-            await self._read(keys=[self.key(wk) for wk, _ in chunk], args=["".join(op for _, op in chunk)], client=pipe)
-        rows = [row for part in await self._call(pipe.execute()) for row in part] if queues else []
-        data = StoreData()
-        for (wk, op), row in zip(reads, rows):
-            if not row:
-                continue
-            if op == "h":
-                data.counters[wk] = {row[j].decode(): int(row[j + 1]) for j in range(0, len(row), 2)}
-            elif op == "m":
-                data.zmax[wk] = int(float(row))
-            else:
-                kind, q, _ = wk
-                scores = [int(float(x)) for x in row]
-                if kind == Z_WAITING:
-                    data.waiting[q] = (len(scores), min(scores))
-                elif kind.startswith("za:"):
-                    data.open_since[(q, kind[len("za:"):])] = scores
+        cfg = self.cfg
+        width = cfg.bucket_seconds
+        # A read now brings the stored window sums to now, then reads them (mode 2); a read at another instant, or
+        # while the commit does not keep the sums, sums the buckets in the script and writes nothing (mode 0).
+        mode = 2 if self.window_sums and abs(now_ms - wall_ms) <= width * 1000 else 0
+        last, firsts = segment_bounds(cfg, now_ms)
+        meta = segment_meta(width, last, firsts)
+        nspans = len(firsts)
+        all_queues = [*queues, GLOBAL]
+        reads = [self._queue_reads(q, day_of(now_ms, cfg.queue(q))) for q in all_queues]
+        items = [[*r.item, meta, last, firsts] for r in reads]
+        header: list[object] = [mode, width, self.expire_at(("b", GLOBAL, 0)), WINDOW_SUMS_TTL]
+        # Per chunk of queues: read.lua, then each queue's plain reads: [its window sums (mode 2)], the day's counters
+        # and longest wait, gauges, totals, and (real queues) the waiting, open-agent and ticket sets. Redis answers
+        # these faster than read.lua could return them, and the reader decodes each queue while Redis answers the
+        # next ones.
+        now_arg = _bulk(str(now_ms))
+        commands: list[bytes] = []
+        scripts: list[bytes] = []
+        script_at: list[int] = []  # where each chunk's script reply is
+        starts: list[int] = []  # where each queue's replies start
+        sizes: list[int] = []
+        per_live = 4 + 2 + len(OPEN_SETS) + len(WINDOWED_SETS) + len(DUE_SETS)
+        at = 0
+        for i, r in enumerate(reads):
+            if i % READ_CHUNK == 0:
+                scripts.append(_pack("EVALSHA", self._read_sha, 0, _packer.encode([header, *items[i:i + READ_CHUNK]])))
+                commands.append(scripts[-1])
+                script_at.append(at)
+                at += 1
+            if mode == 2:
+                commands.append(r.sums)
+            commands.append(r.daily)
+            commands.append(r.static)
+            if r.due:
+                commands.append(now_arg.join(r.due) + now_arg)
+            sizes.append((1 + nspans if mode == 2 else 0) + (per_live if r.live else 4))
+            starts.append(at)
+            at += sizes[-1]
+        assembler = Assembler(cfg, now_ms)
+        raws: dict[str, QueueRaw] = {}
+        stale: list[int] = []
+        state = [0]  # the next queue to decode
+
+        def consume(replies: list[object]) -> None:
+            i = state[0]
+            while i < len(reads) and len(replies) >= starts[i] + sizes[i]:
+                script = replies[script_at[i // READ_CHUNK]]
+                if _noscript(script):
+                    return  # rerun below, once the script is loaded
+                at = starts[i]
+                if mode == 2:
+                    stored, longest = _range_and_longest(_checked(replies[at]), nspans)
+                    segments = [_segment(_checked(x)) for x in replies[at + 1:at + 1 + nspans]]
+                    at += 1 + nspans
                 else:
-                    data.ticket_members[(kind, q)] = scores
-        return assemble(queues, data, self.cfg, now_ms)
+                    stored = meta
+                    segments, longest = _segments(_checked(script)[i % READ_CHUNK], nspans)  # type: ignore[assignment]
+                if stored != meta or None in segments:
+                    # Another reader moved the sums meanwhile, or a hash of them is lost (evicted, or expired before
+                    # the others) or was recreated by a commit: rebuilt below.
+                    stale.append(i)
+                else:
+                    d = _queue_data(replies, at, reads[i], segments, longest)  # type: ignore[arg-type]
+                    raws[all_queues[i]] = assembler.raw(all_queues[i], d)
+                i += 1
+            state[0] = i
+
+        replies = await self._call(self._pipeline(commands, at, consume))
+        if any(_noscript(replies[k]) for k in script_at):
+            await self._call(self.reader.script_load(self._read_lua))  # Redis restarted or flushed its scripts
+            replies = await self._call(self._pipeline(commands, at, consume))
+        for k in script_at:
+            _checked(replies[k])
+        if stale:  # rebuilt, stored again, and their sums returned
+            header[0] = 3
+            redo = [_pack("EVALSHA", self._read_sha, 0, _packer.encode([header, *[items[i] for i in stale[j:j + READ_CHUNK]]]))
+                    for j in range(0, len(stale), READ_CHUNK)]
+            fresh = [x for r in await self._call(self._pipeline(redo)) for x in _checked(r)]
+            for i, flat in zip(stale, fresh):
+                segments, longest = _segments(flat, nspans)
+                raws[all_queues[i]] = assembler.raw(all_queues[i], _queue_data(replies, starts[i] + 1 + nspans, reads[i],
+                                                                               segments, longest))
+        return build_snapshot(raws, cfg, now_ms, rollup_all)
 
     async def agent_states(self, topic: str, partitions: int) -> list[dict[str, object]]:
         """Every agent's latest state (since, queues, reason), read from the agents topic's entity states."""
@@ -304,3 +492,113 @@ class Store:
         offsets = {k.decode(): int(v) for k, v in offsets.items()}
         lag = {f: max(0, int(h) - offsets.get(f.decode(), -1) - 1) for f, h in hw.items()}
         return {"stats": stats, "offsets": offsets, "lag": {k.decode(): v for k, v in lag.items()}}
+
+
+def _bulk(arg: object) -> bytes:
+    """One argument in the Redis protocol."""
+    b = arg if isinstance(arg, bytes) else str(arg).encode()
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def _pack(*args: object) -> bytes:
+    """One command in the Redis protocol."""
+    return b"*%d\r\n" % len(args) + b"".join(_bulk(a) for a in args)
+
+
+def _noscript(reply: object) -> bool:
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+@dataclass
+class _QueueReads:
+    """A queue's part of the snapshot read, packed once."""
+
+    item: list[object]  # its read.lua item, but the range
+    sums: bytes  # HGETALL of its window sums and of each segment's
+    static: bytes  # gauges, totals, then (real queues) the waiting set's size and first, the open-agent and ticket sets
+    due: tuple[bytes, ...]  # ZCOUNT of each due ticket set up to now, but its last argument (the instant)
+    live: bool
+    day: str = ""
+    daily: bytes = b""  # the day's counters and its wait set's top
+
+
+def _checked(reply: object) -> list:  # type: ignore[type-arg]
+    if isinstance(reply, hiredis.ReplyError):
+        raise StoreUnavailable(f"Redis refused a snapshot read: {reply}")
+    return reply  # type: ignore[return-value]
+
+
+def _pairs(flat: list) -> dict[str, int]:  # type: ignore[type-arg]
+    it = iter(flat)
+    return dict(zip(it, map(int, it)))
+
+
+def _scores(flat: list) -> list[int]:  # type: ignore[type-arg]
+    return [int(float(x)) for x in flat[1::2]]
+
+
+def _longest(maxima: dict[str, int], nspans: int) -> list[Optional[int]]:
+    """Each span's longest wait from its segments' ('m|j' fields; -1 for none)."""
+    longest: list[Optional[int]] = []
+    top: Optional[int] = None
+    for j in range(nspans):  # a span's window is segments 0..j
+        m = int(maxima.get(f"m|{j}", -1))
+        if m >= 0 and (top is None or m > top):
+            top = m
+        longest.append(top)
+    return longest
+
+
+def _range_and_longest(flat: list, nspans: int) -> tuple[Optional[str], list[Optional[int]]]:  # type: ignore[type-arg]
+    """The window-sums hash (read.lua): the range it covers, and each span's longest wait."""
+    it = iter(flat)
+    fields = dict(zip(it, it))
+    return fields.get("@"), _longest(fields, nspans)
+
+
+def _segment(flat: list) -> Optional[_Scan]:  # type: ignore[type-arg]
+    """One segment's sums (read.lua), sorted out; None when the hash is not read.lua's (lost, or recreated by a
+    commit since: it lacks read.lua's placeholder)."""
+    scan = scan_flat(flat)
+    if scan.plain.pop("@", None) is None:
+        return None
+    return scan
+
+
+def _segments(flat: list, nspans: int) -> tuple[list[_Scan], list[Optional[int]]]:  # type: ignore[type-arg]
+    """The sums read.lua computed and returned itself (modes 0 and 3): 'j|f' and 'm|j' fields."""
+    lists: list[list[str]] = [[] for _ in range(nspans)]
+    by_index = {str(j): seg for j, seg in enumerate(lists)}
+    maxima: dict[str, int] = {}
+    it = iter(flat)
+    for f, v in zip(it, it):
+        j, _, name = f.partition("|")
+        seg = by_index.get(j)
+        if seg is not None:
+            seg.append(name)
+            seg.append(v)
+        elif j == "m":
+            maxima[f] = int(v)
+    return [scan_flat(seg) for seg in lists], _longest(maxima, nspans)
+
+
+def _queue_data(replies: list, at: int, r: _QueueReads, segments: list[_Scan],  # type: ignore[type-arg]
+                longest: list[Optional[int]]) -> QueueData:
+    """One queue's replies from ``at`` on: day, day's wait top, gauges, totals, then (real queues) its sets."""
+    day, day_wait, gauges, totals = (_checked(x) for x in replies[at:at + 4])
+    d = QueueData(segment_scans=segments, max_wait_ms=longest, day_scan=scan_flat(day),
+                  day_max_wait_ms=int(float(day_wait[1])) if day_wait else None,
+                  gauges=_pairs(gauges), totals=_pairs(totals))
+    if r.live:
+        k = at + 4
+        waiting: Any = replies[k]
+        first = _checked(replies[k + 1])
+        d.waiting = (waiting, int(float(first[1])) if first else None)
+        k += 2
+        d.open_since = {st: _scores(_checked(x)) for st, x in zip(OCCUPANCY_STATES, replies[k:k + len(OPEN_SETS)])}
+        k += len(OPEN_SETS)
+        d.windowed_members = {kind: _scores(_checked(x))
+                              for kind, x in zip(WINDOWED_SETS, replies[k:k + len(WINDOWED_SETS)])}
+        k += len(WINDOWED_SETS)
+        d.due_members = {kind: _checked(x) for kind, x in zip(DUE_SETS, replies[k:k + len(DUE_SETS)])}  # type: ignore[misc]
+    return d

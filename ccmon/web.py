@@ -15,9 +15,10 @@ from faust.web import View
 from alerts.config import AlertsConfig
 from ccmon.alerting import AlertService, alerts_view
 from ccmon.errors import CcmonError, StoreUnavailable
+from ccmon.gcpause import gc_paused
 from ccmon.ingest import RateLimiter, authorized, publish, split_body, tokens_of, validate
 from ccmon.openapi import document as openapi_document
-from ccmon.exposition import render, render_worker
+from ccmon.exposition import render_worker, scrape
 from ccmon.settings import Settings
 from ccmon.store import Store
 from ccmon.wallboard import SECURITY_HEADERS, Hub, asset, token_ok
@@ -106,7 +107,8 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
         except ValueError as exc:
             return view.json({"error": str(exc)}, status=400)
         try:
-            return view.json(await store.snapshot(now_ms=at, only=only))
+            with gc_paused():  # until the snapshot is encoded and dropped (ccmon/gcpause.py)
+                return view.json(await store.snapshot(now_ms=at, only=only))
         except StoreUnavailable as exc:
             return view.json({"error": str(exc)}, status=503)
 
@@ -222,7 +224,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             status = await store.status()
             if alerts is not None:
                 status["alerts"] = await alerts_view(alerts)
-            body, content_type = render(await store.snapshot(), status, request.headers.get("Accept"))
+            body, content_type = await scrape(store, status, request.headers.get("Accept"))
         except StoreUnavailable as exc:
             return view.text(f"# {exc}\n", status=503)
         return web.Response(body=body, headers={"Content-Type": content_type})

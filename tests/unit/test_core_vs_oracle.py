@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from typing import Optional
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.business_hours import parse_calendar
 from agents.config import CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
-from agents.core import COUNTER_HASHES, CORES, PartitionState, apply_batch, decode_state, encode_state
+from agents.config import day_of
+from agents.core import (CORES, GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING, PartitionState, apply_batch,
+                         decode_state, encode_state)
 from agents.oracle import compute, replay
-from agents.snapshot import LIVE_SETS, StoreData, assemble, needed_keys
+from agents.snapshot import DUE_SETS, OPEN_SETS, WINDOWED_SETS, QueueData, assemble, segment_bounds
 from streams.events import Event, event_from_dict
 from streams.partitioning import partition_for
 
@@ -46,53 +49,191 @@ CFG = MetricsConfig(
 )
 
 
+class WindowSums:
+    """One queue's rolling-window segment sums as Redis holds them (ws and wz), kept the way commit.lua's
+    window-sum section (at each commit) and read.lua (at each read now) keep them: the model the Lua follows,
+    step by step."""
+
+    def __init__(self, store: "MemoryStore", queue: str, last: int, firsts: tuple[int, ...]) -> None:
+        """read.lua's rebuild: every bucket of the range, summed into segments."""
+        self.store, self.queue, self.last, self.firsts = store, queue, last, firsts
+        self.sums: list[dict[str, int]] = []
+        self.waits: dict[int, int] = {}  # wz: each bucket's longest wait
+        self.maxima: list[Optional[int]] = []  # 'm|j': None when unknown
+        for j, (lo, hi) in enumerate(self.ranges()):
+            acc: dict[str, int] = defaultdict(int)
+            for b in range(lo, hi + 1, WIDTH):
+                for f, v in store.hashes.get(("b", queue, b), {}).items():
+                    acc[f] += v
+                top = store.top(queue, b)
+                if top is not None:
+                    self.waits[b] = top
+            self.sums.append({f: v for f, v in acc.items() if v})
+            self.maxima.append(self.longest(j))
+
+    def ranges(self) -> list[tuple[int, int]]:
+        his = [self.last] + [f - WIDTH for f in self.firsts[:-1]]
+        return list(zip(self.firsts, his))
+
+    def segment(self, b: int, last: Optional[int] = None, firsts: Optional[tuple[int, ...]] = None) -> Optional[int]:
+        last, firsts = (self.last, self.firsts) if last is None else (last, firsts)
+        if b > last:
+            return None
+        return next((j for j, first in enumerate(firsts) if b >= first), None)  # type: ignore[arg-type]
+
+    def longest(self, j: int) -> int:
+        lo, hi = self.ranges()[j]
+        return max([self.waits[b] for b in range(lo, hi + 1, WIDTH) if b in self.waits], default=-1)
+
+    def add(self, j: int, fields: dict[str, int], sign: int) -> None:
+        seg = self.sums[j]
+        for f, v in fields.items():
+            seg[f] = seg.get(f, 0) + sign * v
+            if not seg[f]:
+                del seg[f]
+
+    def commit(self, b: int, fields: dict[str, int], waits_touched: bool) -> None:
+        """commit.lua's window-sum section for one touched bucket (after the batch's own writes)."""
+        j = self.segment(b)
+        if j is None:
+            return
+        self.add(j, fields, 1)
+        if waits_touched:
+            old, new = self.waits.get(b, -1), self.store.top(self.queue, b)
+            if new is None:
+                self.waits.pop(b, None)
+                new = -1
+            else:
+                self.waits[b] = new
+            m = self.maxima[j]
+            if m is not None:
+                if new > m:
+                    self.maxima[j] = new
+                elif new < old == m:
+                    self.maxima[j] = None
+
+    def slide(self, last: int, firsts: tuple[int, ...]) -> bool:
+        """read.lua's slide to a new range; False when it would rebuild instead."""
+        n = (last - firsts[-1]) // WIDTH + 1
+        lo, hi = min(self.firsts[-1], firsts[-1]), max(self.last, last)
+        if (hi - lo) // WIDTH >= 2 * n:
+            return False
+        moves = [(b, self.segment(b), self.segment(b, last, firsts)) for b in range(lo, hi + 1, WIDTH)]
+        moves = [m for m in moves if m[1] != m[2]]
+        if len(moves) >= n:
+            return False
+        dirty: set[int] = set()
+        for b, o, m in moves:
+            fields = self.store.hashes.get(("b", self.queue, b), {})
+            if o is not None:
+                self.add(o, fields, -1)
+                w = self.waits.get(b)
+                if w is not None and w == self.maxima[o]:
+                    dirty.add(o)
+            else:
+                w = self.store.top(self.queue, b)
+            if m is None:
+                self.waits.pop(b, None)
+            else:
+                self.add(m, fields, 1)
+                if w is not None:
+                    self.waits[b] = w
+                    if self.maxima[m] is not None and w > self.maxima[m]:  # type: ignore[operator]
+                        self.maxima[m] = w
+        self.last, self.firsts = last, firsts
+        for j in range(len(firsts)):
+            if j in dirty or self.maxima[j] is None:
+                self.maxima[j] = self.longest(j)
+        return True
+
+
+WIDTH = CFG.bucket_seconds
+
+
 class MemoryStore:
-    """Redis semantics the commit relies on (HINCRBY, ZADD/ZREM, HSET/HDEL), in memory."""
+    """What Redis holds, in memory: the commit's counters and sorted sets (HINCRBY, ZADD/ZREM, HSET/HDEL), and
+    the readers' window sums, kept by the commit and slid or rebuilt by reads (``WindowSums``)."""
 
     def __init__(self) -> None:
         self.hashes: dict = defaultdict(lambda: defaultdict(int))
         self.zsets: dict = defaultdict(dict)
         self.queues: set[str] = set()
+        self.sums: dict[str, WindowSums] = {}
+
+    def top(self, queue: str, b: int) -> Optional[int]:
+        scores = self.zsets.get((Z_WAIT, queue, b))
+        return max(scores.values()) if scores else None
 
     def apply(self, res) -> None:  # type: ignore[no-untyped-def]
-        for key, fields in res.deltas.counters.items():
+        counters, zrem, zadd = res.deltas.counters, res.deltas.zrem, res.deltas.zadd
+        for key, fields in counters.items():
             for f, v in fields.items():
                 self.hashes[key][f] += v
-        for key, members in res.deltas.zrem.items():
+        for key, members in zrem.items():
             for m in members:
                 self.zsets[key].pop(m, None)
-        for key, members in res.deltas.zadd.items():
+        for key, members in zadd.items():
             self.zsets[key].update(members)
         self.queues |= res.queues
+        # The commit's window-sum section, from the same batch.
+        touched = {(q, b) for (kind, q, b), m in [*zadd.items(), *zrem.items()] if kind == Z_WAIT and m}
+        buckets = {(q, b): {f: v for f, v in fields.items() if v} for (kind, q, b), fields in counters.items()
+                   if kind == "b"}
+        for q, b in buckets.keys() | touched:
+            if q in self.sums:
+                self.sums[q].commit(b, buckets.get((q, b), {}), (q, b) in touched)
+
+    def read(self, now_ms: int) -> None:
+        """read.lua at a read now: bring every queue's sums to the range of ``now_ms``."""
+        last, firsts = segment_bounds(CFG, now_ms)
+        for q in [*sorted(self.queues), GLOBAL]:
+            ws = self.sums.get(q)
+            if ws is not None and (ws.last, ws.firsts) == (last, firsts):
+                for j, m in enumerate(ws.maxima):
+                    if m is None:
+                        ws.maxima[j] = ws.longest(j)
+            elif ws is None or not ws.slide(last, firsts):
+                self.sums[q] = WindowSums(self, q, last, firsts)
 
     def snapshot(self, now_ms: int) -> dict:
+        self.read(now_ms)
         queues = sorted(self.queues)
-        data = StoreData()
-        for wk in needed_keys(queues, CFG, now_ms):
-            if wk[0] in COUNTER_HASHES and wk in self.hashes:
-                data.counters[wk] = dict(self.hashes[wk])
-            elif wk in self.zsets and self.zsets[wk]:
-                data.zmax[wk] = max(self.zsets[wk].values())
-        for q in queues:
-            for kind in LIVE_SETS:
-                members = self.zsets.get((kind, q, ""), {})
-                if kind == "zq":
-                    data.waiting[q] = (len(members), min(members.values()) if members else None)
-                elif kind.startswith("za:"):
-                    data.open_since[(q, kind[3:])] = sorted(members.values())
-                else:
-                    data.ticket_members[(kind, q)] = sorted(members.values())
+        data = {}
+        for q in [*queues, GLOBAL]:
+            ws = self.sums[q]
+            longest, top = [], None
+            for m in ws.maxima:
+                if m is not None and m >= 0 and (top is None or m > top):
+                    top = m
+                longest.append(top)
+            day = day_of(now_ms, CFG.queue(q))
+            day_waits = self.zsets.get((Z_WAIT + "d", q, day))
+            d = QueueData(segments=[dict(s) for s in ws.sums], max_wait_ms=longest,
+                          day=dict(self.hashes.get(("d", q, day), {})),
+                          day_max_wait_ms=max(day_waits.values()) if day_waits else None,
+                          gauges=dict(self.hashes.get(("n", q, ""), {})), totals=dict(self.hashes.get((TOTAL, q, ""), {})))
+            if q != GLOBAL:
+                waiting = self.zsets.get((Z_WAITING, q, ""), {})
+                d.waiting = (len(waiting), min(waiting.values()) if waiting else None)
+                d.open_since = {st: sorted(self.zsets.get((k, q, ""), {}).values())
+                                for st, k in zip(OCCUPANCY_STATES, OPEN_SETS)}
+                d.windowed_members = {k: sorted(self.zsets.get((k, q, ""), {}).values()) for k in WINDOWED_SETS}
+                d.due_members = {k: sum(1 for s in self.zsets.get((k, q, ""), {}).values() if s <= now_ms)
+                                 for k in DUE_SETS}
+            data[q] = d
         return assemble(queues, data, CFG, now_ms)
 
 
 def stream(events: list[Event], partitions: int, sizes: list[int], now_ms: int, rng: random.Random) -> dict:
-    """Route events to partitions, apply them in batches, reloading state through the codec now and then."""
+    """Route events to partitions, apply them in batches, reloading state through the codec now and then, and
+    reading (which slides or rebuilds the window sums) at random instants in between."""
     store = MemoryStore()
     parts: dict[tuple[str, int], PartitionState] = defaultdict(PartitionState)
     queues: dict[tuple[str, int], list[Event]] = defaultdict(list)
     for ev in events:
         queues[(ev.domain, partition_for(ev.entity_id, partitions))].append(ev)
     sizes_it = iter(sizes)
+    read_at = now_ms
     while any(queues.values()):
         key = rng.choice([k for k, v in queues.items() if v])
         n = max(1, next(sizes_it, 5))
@@ -105,6 +246,10 @@ def stream(events: list[Event], partitions: int, sizes: list[int], now_ms: int, 
             states = {k: decode_state(key[0], encode_state(v)) for k, v in part.states.items()}
             parts[key] = PartitionState(states=states, stream_ms=part.stream_ms)
             parts[key].index(core, CFG)
+        if rng.random() < 0.3:  # a scrape: mostly a little later than the last, sometimes far off
+            read_at = rng.choice([read_at + rng.randint(0, 200_000), now_ms - rng.randint(0, 2 * 3600_000),
+                                  now_ms + rng.randint(-90_000, 90_000)])
+            store.read(read_at)
     return store.snapshot(now_ms)
 
 

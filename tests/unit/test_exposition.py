@@ -183,3 +183,55 @@ def test_the_fast_text_format_is_byte_for_byte_prometheus_clients() -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snap, status))  # type: ignore[arg-type]
     assert text_format(SnapshotCollector(snap, status).collect()) == generate_latest(registry)
+
+
+def test_the_direct_text_format_is_the_collectors_byte_for_byte() -> None:
+    """``render`` writes the text format straight from the snapshot; it must be what prometheus_client writes for the
+    collector's families (the OpenMetrics path still goes through them)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agents.config import CustomCounter, CustomRatio, Filter
+    from ccmon.exposition import snapshot_text
+
+    cfg = MetricsConfig(queues={"vip": QueueConfig(sl_threshold_seconds=25, short_abandon_seconds=3)},
+                        custom_counters=(CustomCounter("complaints", "ticket.created",
+                                                       (Filter("tags", "contains", "complaint"),)),),
+                        custom_ratios=(CustomRatio("complaint_rate", "complaints", "tickets_created"),))
+    events = call(1, 'odd "q"\\x\n', 10) + call(2, "vip", 30, "call.abandoned") + call(3, "vip", 4_000_000) + [
+        ev(90, "survey.response", 1, survey_id="s", kind="csat", score=5, queue="vip", agent_id="a\"1"),
+        ev(93, "survey.response", 2, survey_id="s2", kind="nps", score=3, queue="vip", agent_id="b"),
+        ev(91, "kpi.sample", 1, name="churn", value=0.25),
+        ev(94, "kpi.sample", 1, name="q_kpi", value=-2.5, queue="vip"),
+        ev(97, "kpi.sample", 1, name="big", value=2_500_000.5),  # Go's exponent form above 1e6
+        ev(92, "ticket.created", 2, ticket_id="t", queue="vip", channel="web", tags=["complaint"]),
+        ev(95, "call.blocked", 3, call_id="b1", queue="vip", reason="queue_full"),
+        ev(96, "agent.state", -600, agent_id="a\"1", state="on_call", queues=["vip"]),
+    ]
+    for now_s in (120, 5000):
+        snap = compute(events, cfg, (T0 + now_s) * 1000)
+        status = {"stats": {"consumed": 9, "rejected:late": 1, "last_commit_ms": 1795400000123, "applied:calls": 3},
+                  "lag": {"cc.calls:0": 2}}
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(snap, status))  # type: ignore[arg-type]
+        assert snapshot_text(snap, status) == generate_latest(registry)
+        assert render(snap, status, None)[0] == generate_latest(registry)
+        # /metrics builds no roll-up but its custom metrics, the only all-queues samples: the same exposition.
+        partial = {**snap, "all": {w: {"custom": v["custom"]} for w, v in snap["all"].items() if w != "now"}}
+        assert render(partial, status, None)[0] == generate_latest(registry)
+
+
+def test_the_direct_text_format_matches_on_random_traffic() -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from ccmon.exposition import snapshot_text, text_format
+    from tests.unit.test_core_vs_oracle import BASE_MS, CFG as ORACLE_CFG, traffic
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(raw=traffic())
+    def check(raw: list) -> None:  # type: ignore[type-arg]
+        events = [event_from_dict(d) for d in raw]
+        snap = compute(events, ORACLE_CFG, BASE_MS + 3 * 3600_000)
+        status = {"stats": {}, "lag": {}}
+        assert snapshot_text(snap, status) == text_format(SnapshotCollector(snap, status).collect())
+
+    check()
