@@ -249,9 +249,13 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
 
 
 def ticket_due(events: Sequence[TicketEvent], cfg: MetricsConfig) -> Optional[int]:
-    """When a solved or closed ticket may leave memory (None while open): after the lateness and its FCR window."""
+    """When a ticket may leave memory: a solved or closed one after the lateness and its FCR window, one that was
+    never created (events of a ticket already forgotten, or created before ccmon saw it) once its creation could
+    no longer arrive on time; None while open."""
     tl = _timeline_of(events, cfg)
-    if tl is None or tl.status not in SOLVED:
+    if tl is None:
+        return max(e[0] for e in events) + cfg.lateness_ms
+    if tl.status not in SOLVED:
         return None
     last = max(e[0] for e in events)
     return max(last + cfg.lateness_ms, tl.solves[0] + cfg.fcr_window_seconds * 1000 if tl.solves else last)

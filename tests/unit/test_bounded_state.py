@@ -43,3 +43,17 @@ def test_a_call_that_never_finishes_expires() -> None:
                                "call_id": f"c{i}", "queue": "q"}) for i in range(200)]
     expired = sum(apply_batch(CORES["calls"], part, offers[i:i + 10], cfg).expired for i in range(0, len(offers), 10))
     assert expired > 100 and len(part.states) <= 62
+
+
+def test_a_ticket_never_created_leaves_after_the_lateness() -> None:
+    # Its creation was before ccmon, or it was forgotten and then closed: nothing counts, and it must not stay.
+    cfg = MetricsConfig(lateness_seconds=600)
+    part = PartitionState()
+    orphan = event_from_dict({"event_id": "x1", "type": "ticket.status_changed", "ts": 1795400000, "ticket_id": "old",
+                              "status": "closed"})
+    res = apply_batch(CORES["tickets"], part, [orphan], cfg)
+    assert res.applied == 1 and "old" in part.states and not res.deltas.counters
+    later = [event_from_dict({"event_id": f"n{i}", "type": "ticket.created", "ts": 1795400000 + 300 * i,
+                              "ticket_id": f"new{i}", "queue": "q", "channel": "email"}) for i in range(1, 4)]
+    res = apply_batch(CORES["tickets"], part, later, cfg)
+    assert res.evicted == 1 and "old" not in part.states and res.changed["old"] is None
