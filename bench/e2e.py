@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,11 @@ MIX = dict(arrival_rate_per_hour=3000.0, agents_per_queue=60, ticket_rate_per_ho
 # Tickets stay in memory for the FCR window after they are solved; a short window keeps the
 # entity population steady within a run of simulated hours (the memory figure needs that).
 CONFIG_YAML = "fcr_window: 1h\n"
+# The memory run needs the population steady from its first million events (~45 simulated minutes): tickets
+# live 20x shorter (their delays scaled by 0.05: about 20 minutes from creation to close) and solved ones
+# stay 15 minutes for FCR, so open and held tickets level off within the first half million events.
+MEMORY_MIX = dict(MIX, ticket_time_scale=0.05)
+MEMORY_CONFIG_YAML = "fcr_window: 15m\n"
 
 
 def status(text: str) -> None:
@@ -51,6 +57,13 @@ def status(text: str) -> None:
     sys.stderr.flush()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, seconds (all its threads)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     """Resident set of a process, MiB."""
     with open(f"/proc/{pid}/status") as fh:
@@ -60,15 +73,17 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _sim(seed: int) -> SimConfig:
-    return SimConfig(seed=seed, queues=QUEUES, **MIX)  # type: ignore[arg-type]
+def _sim(seed: int, mix: Optional[dict] = None) -> SimConfig:
+    return SimConfig(seed=seed, queues=QUEUES, **(mix or MIX))  # type: ignore[arg-type]
 
 
-def events(n: int, seed: int = 7, end: Optional[float] = None) -> Iterator[tuple[Event, bytes]]:
+def events(
+    n: int, seed: int = 7, end: Optional[float] = None, mix: Optional[dict] = None
+) -> Iterator[tuple[Event, bytes]]:
     """``n`` simulated events (validated, with their JSON), streamed; they start about when ``n``
     events at the average rate would end at ``end`` (the rate grows with the ticket backlog, so the
     tail can run past it: see ``events_ending_now``)."""
-    sim = _sim(seed)
+    sim = _sim(seed, mix)
     # ~1.3M events per simulated hour at this mix: start early enough to end close to `end`.
     span = n / 1_300_000 * 3600
     start = (end or time.time()) - span
@@ -114,10 +129,11 @@ class Stack:
     prefix: str = "b."
     group: str = "bench"
     workers: list[subprocess.Popen] = field(default_factory=list)
+    config_yaml: str = CONFIG_YAML
 
     def __post_init__(self) -> None:
         self.emb = start_embedded(self.root)
-        (self.root / "queues.yaml").write_text(CONFIG_YAML)
+        (self.root / "queues.yaml").write_text(self.config_yaml)
         ensure_topics(self.settings, self.bootstrap)
 
     @property
@@ -172,7 +188,8 @@ class Stack:
         log = self.root / f"{name}-{len(self.workers)}.log"
         cmd = python_cmd("worker")
         if profile is not None:
-            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100",
+            gil = ["--gil"] if os.environ.get("SPY_GIL") else []  # only samples holding the GIL
+            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100", *gil,
                    "-o", str(profile), "--", *cmd]
         proc = spawn(cmd, log, self.environ(http_port=str(port), **settings))
         self.workers.append(proc)
@@ -296,8 +313,10 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
             procs = [p for p, _ in started]
             # The clock starts when the first worker holds partitions: its first fetch follows at once.
             assigned = wait_assigned(stack, [b for _, b in started[:1]], procs)
+            cpu0 = sum(cpu_seconds(p.pid) for p in procs)
             first, last = wait_committed(stack, produced, 600, f"{workers} worker(s)", procs, assigned)
             secs = last - first
+            cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
             st = {k.decode(): int(v) for k, v in stack.redis().hgetall("ccmon:stats").items()}
             batches = st.get("batches", 0)
             # Commit durations ride in the next commit, so the last one is missing: a mean over the rest.
@@ -311,6 +330,7 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
             out = {"events": produced, "workers": workers, "seconds": secs, "events_per_s": produced / secs,
                    "raw_events_per_s": raw["events_per_s"], "raw_messages": raw["messages"],
                    "ratio_to_raw": produced / secs / raw["events_per_s"], "batches": batches, "redis_commit_seconds": commit_s,
+                   "worker_cpu_seconds": cpu, "worker_cpu_us_per_event": cpu / produced * 1e6,
                    "worker_rss_mib": max(rss_mib(p.pid) for p in procs if p.poll() is None) if profile is None else 0}
             if check:
                 status("comparing the snapshot with the oracle…")
@@ -421,30 +441,33 @@ def memory(total: int, every: int = 1_000_000) -> dict[str, object]:
     another ``every`` events are committed.
     """
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
-        stack = Stack(Path(tmp))
+        stack = Stack(Path(tmp), config_yaml=MEMORY_CONFIG_YAML)
         try:
             proc, base = stack.start_worker("memory")
             wait_assigned(stack, [base], [proc])
-            producer = threading.Thread(target=stack.produce, args=(events(total),), daemon=True)
+            producer = threading.Thread(target=stack.produce, args=(events(total, mix=MEMORY_MIX),), daemon=True)
             producer.start()
-            samples: list[tuple[int, float]] = []
+            samples: list[tuple[int, float, dict[str, int]]] = []  # (events, RSS MiB, held entities per domain)
             r = stack.redis()
+            state_keys = {d: [f"ccmon:state:{stack.settings.topic(d)}:{p}" for p in range(stack.partitions)]
+                          for d in ("calls", "tickets", "agents")}
             mark = every
             while mark <= total:
                 got = int(r.hget("ccmon:stats", "consumed") or 0)
                 if proc.poll() is not None:
                     raise RuntimeError(f"the worker exited with {proc.returncode}; see {stack.root}/*.log")
                 if got >= mark:
-                    samples.append((mark, rss_mib(proc.pid)))
-                    status(f"memory: {mark:,} events committed, worker RSS {samples[-1][1]:.0f} MiB")
+                    held = {d: sum(r.hlen(k) for k in keys) for d, keys in state_keys.items()}
+                    samples.append((mark, rss_mib(proc.pid), held))
+                    status(f"memory: {mark:,} events committed, worker RSS {samples[-1][1]:.0f} MiB, held "
+                           + ", ".join(f"{n:,} {d}" for d, n in held.items()))
                     mark += every
                 else:
                     time.sleep(0.05)
             producer.join()
             states = {}
-            for domain in ("calls", "tickets", "agents"):
-                sizes = [len(v) for p in range(stack.partitions)
-                         for v in r.hvals(f"ccmon:state:{stack.settings.topic(domain)}:{p}")]
+            for domain, keys in state_keys.items():
+                sizes = [len(v) for k in keys for v in r.hvals(k)]
                 states[domain] = (len(sizes), sum(sizes) / max(1, len(sizes)))
             first, last = samples[0][1], samples[-1][1]
             return {"samples": samples, "growth": last / first - 1, "states": states}

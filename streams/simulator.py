@@ -79,6 +79,9 @@ class SimConfig:
     ticket_rate_per_hour: float = 60.0  # per queue
     survey_probability: float = 0.3  # share of handled calls / solved tickets that get a survey.response
     away_probability: float = 0.05  # share of wrap-ups after which the agent goes "away" for a while
+    # Scales every ticket delay (assign, replies, reopen, close, survey): below 1, tickets live shorter,
+    # so the population of open and recently solved tickets settles sooner (the memory benchmark).
+    ticket_time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.queues or len(set(self.queues)) != len(self.queues):
@@ -98,6 +101,8 @@ class SimConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (math.isfinite(self.ticket_time_scale) and self.ticket_time_scale > 0):
+            raise ValueError(f"ticket_time_scale must be a finite number > 0, got {self.ticket_time_scale!r}")
         for name in ("survey_probability", "away_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -173,12 +178,17 @@ class _Sim:
         self.queues = [_Queue(name, cfg.agents_per_queue) for name in cfg.queues]
         self._mean_arrival = 3600.0 / cfg.arrival_rate_per_hour if cfg.arrival_rate_per_hour > 0 else 0.0
         self._mean_ticket = 3600.0 / cfg.ticket_rate_per_hour if cfg.ticket_rate_per_hour > 0 else 0.0
+        self._ticket_scale = cfg.ticket_time_scale
 
     # ------------------------------------------------------------- plumbing
 
     def _exp(self, mean: float) -> float:
         """An exponential draw with the given mean (0 for a zero mean)."""
         return -mean * math.log(1.0 - self._random())
+
+    def _ticket_delay(self, mean: float) -> float:
+        """An exponential ticket delay, scaled by ``ticket_time_scale``."""
+        return self._exp(self._ticket_scale * mean)
 
     def _at(self, t: float, fn: Callable[[float, Any], None], arg: Any) -> None:
         heapq.heappush(self.heap, (t, next(self._seq), fn, arg))
@@ -358,12 +368,12 @@ class _Sim:
                 "customer_id": f"cust-{1 + int(self._random() * 50_000)}",
             },
         )
-        self._at(t + self._exp(_MEAN_TICKET_ASSIGN * ticket.speed), self._ticket_assign, ticket)
+        self._at(t + self._ticket_delay(_MEAN_TICKET_ASSIGN * ticket.speed), self._ticket_assign, ticket)
 
     def _ticket_assign(self, t: float, ticket: _Ticket) -> None:
         fields = {"ticket_id": ticket.ticket_id, "agent_id": ticket.agent_id, "queue": ticket.queue.name}
         self._emit("ticket.assigned", t, fields)
-        self._at(t + self._exp(_MEAN_TICKET_AGENT_REPLY * ticket.speed), self._ticket_agent_reply, ticket)
+        self._at(t + self._ticket_delay(_MEAN_TICKET_AGENT_REPLY * ticket.speed), self._ticket_agent_reply, ticket)
 
     def _ticket_agent_reply(self, t: float, ticket: _Ticket) -> None:
         self._emit("ticket.replied", t, {"ticket_id": ticket.ticket_id, "author": "agent", "public": True})
@@ -375,19 +385,19 @@ class _Sim:
         elif r < 0.25:
             self._at(t + self._uniform(5.0, 60.0), self._ticket_pending, ticket)
         elif r < 0.44:
-            self._at(t + self._exp(_MEAN_TICKET_CUSTOMER_REPLY), self._ticket_customer_reply, ticket)
+            self._at(t + self._ticket_delay(_MEAN_TICKET_CUSTOMER_REPLY), self._ticket_customer_reply, ticket)
         else:
-            self._at(t + self._exp(_MEAN_TICKET_ASSIGN * ticket.speed), self._ticket_escalate, ticket)
+            self._at(t + self._ticket_delay(_MEAN_TICKET_ASSIGN * ticket.speed), self._ticket_escalate, ticket)
 
     def _ticket_pending(self, t: float, ticket: _Ticket) -> None:
         self._emit("ticket.status_changed", t, {"ticket_id": ticket.ticket_id, "status": "pending"})
-        self._at(t + self._exp(_MEAN_TICKET_CUSTOMER_REPLY), self._ticket_customer_reply, ticket)
+        self._at(t + self._ticket_delay(_MEAN_TICKET_CUSTOMER_REPLY), self._ticket_customer_reply, ticket)
 
     def _ticket_customer_reply(self, t: float, ticket: _Ticket) -> None:
         self._emit("ticket.replied", t, {"ticket_id": ticket.ticket_id, "author": "customer", "public": True})
         # A customer reply reopens a pending ticket; emitting "open" always keeps consumers simple.
         self._emit("ticket.status_changed", t, {"ticket_id": ticket.ticket_id, "status": "open"})
-        self._at(t + self._exp(_MEAN_TICKET_AGENT_REPLY * ticket.speed), self._ticket_agent_reply, ticket)
+        self._at(t + self._ticket_delay(_MEAN_TICKET_AGENT_REPLY * ticket.speed), self._ticket_agent_reply, ticket)
 
     def _ticket_escalate(self, t: float, ticket: _Ticket) -> None:
         self._emit("ticket.escalated", t, {"ticket_id": ticket.ticket_id, "level": 2})
@@ -401,16 +411,16 @@ class _Sim:
         self._emit("ticket.status_changed", t, {"ticket_id": ticket.ticket_id, "status": "solved"})
         if self._random() < self.cfg.survey_probability:
             survey = (ticket.queue.name, ticket.agent_id, "ticket_id", ticket.ticket_id, 0.0)
-            self._at(t + self._exp(_MEAN_SURVEY_DELAY_TICKET), self._survey, survey)
+            self._at(t + self._ticket_delay(_MEAN_SURVEY_DELAY_TICKET), self._survey, survey)
         if self._random() < _TICKET_REOPEN_PROBABILITY:
-            self._at(t + self._exp(_MEAN_TICKET_REOPEN), self._ticket_reopen, ticket)
+            self._at(t + self._ticket_delay(_MEAN_TICKET_REOPEN), self._ticket_reopen, ticket)
         else:
-            self._at(t + self._exp(_MEAN_TICKET_CLOSE), self._ticket_close, ticket)
+            self._at(t + self._ticket_delay(_MEAN_TICKET_CLOSE), self._ticket_close, ticket)
 
     def _ticket_reopen(self, t: float, ticket: _Ticket) -> None:
         self._emit("ticket.reopened", t, {"ticket_id": ticket.ticket_id})
         ticket.rounds = _TICKET_MAX_ROUNDS - 1  # one more answer, then solve again
-        self._at(t + self._exp(_MEAN_TICKET_AGENT_REPLY * ticket.speed), self._ticket_agent_reply, ticket)
+        self._at(t + self._ticket_delay(_MEAN_TICKET_AGENT_REPLY * ticket.speed), self._ticket_agent_reply, ticket)
 
     def _ticket_close(self, t: float, ticket: _Ticket) -> None:
         self._emit("ticket.status_changed", t, {"ticket_id": ticket.ticket_id, "status": "closed"})
