@@ -20,7 +20,7 @@ import math
 from operator import attrgetter
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 import msgspec
 
@@ -75,6 +75,7 @@ CES_SUM = "ces_sum"
 BY_AGENT = "by_agent:"  # + agent + ":" + field
 CUSTOM = "custom:"  # + counter name
 KPI = "kpi:"  # + name: the latest sample, in millionths
+KPI_HELD = "kpi_n:"  # + name: 1 while a latest sample is held (a value of 0 leaves no ``kpi:`` field behind)
 KPI_SCALE = 1_000_000
 GLOBAL = ""  # the pseudo-queue of figures that belong to no queue (queue-less KPIs and custom counts)
 
@@ -935,6 +936,7 @@ class KpisCore(BaseCore):
         out = Contribution()
         for queue, (_ts, _eid, value) in state.latest.items():
             out.counters[(queue, None, KPI + state.name)] += value
+            out.counters[(queue, None, KPI_HELD + state.name)] += 1
         return out
 
     @staticmethod
@@ -1154,6 +1156,176 @@ def apply_batch(
 
 _NO_STREAM = -(1 << 62)  # stream time before any event: every time is on time
 MEMO_SIZE = 20_000  # contributions remembered per partition (cores without ``step``)
+
+
+# ------------------------------------------------------------ label caps
+
+OTHER = "other"  # where the events of label values beyond a cap count
+OTHER_QUEUE = OTHER
+
+
+class LabelCap:
+    """Which values of one sender-controlled label keep their name; every other one counts as ``other``.
+
+    Values configured (queues in the YAML), and ``other`` itself, always keep their name. Any other value is
+    admitted first come, up to ``limit`` values, by the store (``Store.admit``: one set per ``kind``, shared by
+    every worker and kept across restarts). Admission is final both ways, since the admitted set only grows: a
+    value refused when the set was full stays refused. So the admitted sets alone decide how each event counts,
+    and the oracle reproduces a run from them (``agents.oracle.compute(..., admitted=...)``).
+
+    A subclass says which events carry the label and how to rename it (``values``, ``renamed``); one with a
+    ``reason`` dead-letters an event naming a refused value instead, with that reason (a KPI's latest value has
+    no meaningful ``other``).
+    """
+
+    kind = ""  # the admitted set's name: "queues", "agents", "channels", "kpis"
+    reason = ""  # set: refused values are dead-lettered with this reason, not counted as ``other``
+    __slots__ = ("limit", "kept", "full")
+
+    def __init__(self, limit: int, configured: Iterable[str] = ()):
+        self.limit = limit
+        self.kept: set[str] = {OTHER, *configured}
+        self.full = False  # the admitted set is full, and ``kept`` holds all of it: no value needs asking
+
+    def values(self, ev: Event) -> Iterable[str]:
+        """The label values ``ev`` names."""
+        raise NotImplementedError
+
+    def renamed(self, ev: Event) -> Event:
+        """``ev`` with every value not kept replaced by ``other``."""
+        raise NotImplementedError
+
+    def strangers(self, events: Sequence[Event]) -> list[str]:
+        """Values in ``events`` not (yet) known to keep their name, in order of first appearance."""
+        kept, out = self.kept, {}
+        for ev in events:
+            for x in self.values(ev):
+                if x not in kept:
+                    out[x] = None
+        return list(out)
+
+    def learn(self, admitted: Iterable[str], full: bool) -> None:
+        """Record the store's answer: values now admitted, and whether the set is full (then ``admitted`` is all
+        of it)."""
+        self.kept.update(admitted)
+        self.full = full
+
+    def capped(self, ev: Event) -> bool:
+        """Whether ``ev`` names a value not kept."""
+        return not self.kept.issuperset(self.values(ev))
+
+    def rewrite(self, events: Sequence[Event]) -> tuple[list[Event], int]:
+        """``events`` with every value not kept replaced by ``other``, and how many events were rewritten."""
+        out, n = list(events), 0
+        for i, ev in enumerate(out):
+            if self.capped(ev):
+                out[i] = self.renamed(ev)
+                n += 1
+        return out, n
+
+    def detail(self, ev: Event) -> str:
+        """What was wrong with an event a refusing cap dead-letters, and what to do."""
+        return f"{self.kind} value over the cap of {self.limit}"
+
+
+class QueueCap(LabelCap):
+    """``CCMON_MAX_QUEUES``: the ``queue`` of every event, and an agent's ``queues`` (deduplicated once renamed)."""
+
+    kind = "queues"
+    __slots__ = ()
+
+    def values(self, ev: Event) -> Iterable[str]:
+        """The queues ``ev`` names."""
+        if type(ev) is AgentState:
+            return ev.queues
+        q = getattr(ev, "queue", None)
+        return () if q is None else (q,)
+
+    def renamed(self, ev: Event) -> Event:
+        """``ev`` counted in ``other`` (an agent's queues deduplicated)."""
+        kept = self.kept
+        if type(ev) is AgentState:
+            return msgspec.structs.replace(ev, queues=list(dict.fromkeys(x if x in kept else OTHER for x in ev.queues)))
+        return msgspec.structs.replace(ev, queue=OTHER)
+
+    def strangers(self, events: Sequence[Event]) -> list[str]:
+        """As ``LabelCap.strangers``, with the common case first: one set of the batch's queue names."""
+        try:
+            if self.kept.issuperset({ev.queue for ev in events} - {None}):  # type: ignore[attr-defined]
+                return []
+        except AttributeError:  # agent states name ``queues``; ticket events may name none
+            pass
+        return super().strangers(events)
+
+
+class FieldCap(LabelCap):
+    """A cap on one optional string field of one event type."""
+
+    event_type: type[Event] = Event
+    attr = ""  # the field's name
+    __slots__ = ()
+
+    def values(self, ev: Event) -> Iterable[str]:
+        """The field's value, when ``ev`` is of the type and has one."""
+        x = getattr(ev, self.attr) if type(ev) is self.event_type else None
+        return () if x is None else (x,)
+
+    def renamed(self, ev: Event) -> Event:
+        """``ev`` with the field set to ``other``."""
+        return msgspec.structs.replace(ev, **{self.attr: OTHER})
+
+    def strangers(self, events: Sequence[Event]) -> list[str]:
+        """As ``LabelCap.strangers``, with the common case (all values kept) in one set comprehension."""
+        cls, get = self.event_type, attrgetter(self.attr)
+        names = {get(ev) for ev in events if type(ev) is cls} - {None}
+        return [] if self.kept.issuperset(names) else super().strangers(events)
+
+
+class AgentCap(FieldCap):
+    """``CCMON_MAX_AGENTS``: the agent of a survey response (the ``agent`` label of the per-agent survey gauges)."""
+
+    kind, event_type, attr = "agents", SurveyResponse, "agent_id"
+    __slots__ = ()
+
+
+class ChannelCap(FieldCap):
+    """``CCMON_MAX_CHANNELS``: a ticket's channel (``tickets_created_by_channel``)."""
+
+    kind, event_type, attr = "channels", TicketCreated, "channel"
+    __slots__ = ()
+
+
+class KpiCap(FieldCap):
+    """``CCMON_MAX_KPIS``: KPI names (the ``name`` label of ``ccmon_kpi``); a sample of a refused name is
+    dead-lettered, since the latest value of "some other KPI" means nothing."""
+
+    kind, event_type, attr, reason = "kpis", KpiSample, "name", "too_many_kpis"
+    __slots__ = ()
+
+    def detail(self, ev: Event) -> str:
+        """Why a sample of a refused name is dead-lettered, and what to do."""
+        name = ev.name  # type: ignore[attr-defined]
+        return (f"KPI name {name!r} is over the cap: {self.limit} KPI names are in use (CCMON_MAX_KPIS); "
+                "reuse an existing name (with `queue` for a per-queue figure) or raise CCMON_MAX_KPIS")
+
+
+LABEL_CAPS: dict[str, type[LabelCap]] = {c.kind: c for c in (QueueCap, AgentCap, ChannelCap, KpiCap)}
+# The caps each domain's events go through, refusing ones first (a refused event admits nothing else).
+CAPS_OF: dict[str, tuple[str, ...]] = {
+    "calls": ("queues",), "agents": ("queues",), "tickets": ("queues", "channels"),
+    "surveys": ("queues", "agents"), "kpis": ("kpis", "queues"),
+}
+
+
+# Most values admitted per kind by default (CCMON_MAX_QUEUES, _AGENTS, _CHANNELS, _KPIS).
+DEFAULT_LIMITS: dict[str, int] = {"queues": 1000, "agents": 5000, "channels": 100, "kpis": 500}
+
+
+def label_caps(domain: str, limits: Optional[Mapping[str, int]] = None,
+               configured_queues: Iterable[str] = ()) -> list[LabelCap]:
+    """The caps of ``domain``'s events, by ``limits`` (kind -> most values admitted; defaults for those absent)."""
+    limits = {**DEFAULT_LIMITS, **(limits or {})}
+    return [LABEL_CAPS[k](limits[k], configured_queues if k == "queues" else ()) for k in CAPS_OF[domain]]
 
 
 CORES: dict[str, DomainCore] = {  # type: ignore[dict-item]

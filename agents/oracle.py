@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Collection, Iterable, Mapping, Optional, Union
+
+import msgspec
 
 from agents.config import HIST, MetricsConfig, bucket_bound, bucket_start, day_of, in_rolling_window
 from agents.snapshot import AHT, ARRIVAL, QueueRaw, build_snapshot, window_start_ms
@@ -228,9 +230,45 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
     return calls, agents, out
 
 
-def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions: int = 1) -> dict[str, object]:
-    """The snapshot that the streaming path must produce for ``events`` (in arrival order) at ``now_ms``."""
-    calls, agents, outcome = replay(list(events), cfg, partitions)
+Admitted = Union[Collection[str], Mapping[str, Collection[str]]]
+
+
+def capped(events: Iterable[Event], cfg: MetricsConfig, admitted: Admitted) -> list[Event]:
+    """``events`` as they count under the label caps, given the values each cap admitted (``kind -> values``; a
+    plain collection is the queue names). A queue, survey agent or ticket channel that is neither configured
+    (queues in the YAML), nor ``other``, nor admitted counts as ``other`` (an agent's queues deduplicated once
+    renamed); a KPI sample whose name was not admitted is dropped (dead-lettered). A kind absent is not capped."""
+    sets = admitted if isinstance(admitted, Mapping) else {"queues": admitted}
+    keep = {kind: {"other", *names, *(cfg.queues if kind == "queues" else ())} for kind, names in sets.items()}
+
+    def refused(kind: str, value: Optional[str]) -> bool:
+        return value is not None and kind in keep and value not in keep[kind]
+
+    out = []
+    for ev in events:
+        if isinstance(ev, KpiSample) and refused("kpis", ev.name):
+            continue
+        change: dict[str, object] = {}
+        queue, queues = getattr(ev, "queue", None), getattr(ev, "queues", None)
+        if refused("queues", queue):
+            change["queue"] = "other"
+        elif queues and any(refused("queues", q) for q in queues):
+            change["queues"] = list(dict.fromkeys("other" if refused("queues", q) else q for q in queues))
+        if isinstance(ev, SurveyResponse) and refused("agents", ev.agent_id):
+            change["agent_id"] = "other"
+        if isinstance(ev, TicketCreated) and refused("channels", ev.channel):
+            change["channel"] = "other"
+        out.append(msgspec.structs.replace(ev, **change) if change else ev)
+    return out
+
+
+def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions: int = 1,
+            admitted: Optional[Admitted] = None) -> dict[str, object]:
+    """The snapshot that the streaming path must produce for ``events`` (in arrival order) at ``now_ms``; with
+    ``admitted``, the values the label caps admitted (the store's sets, ``capped``), as under CCMON_MAX_QUEUES,
+    CCMON_MAX_AGENTS, CCMON_MAX_CHANNELS and CCMON_MAX_KPIS."""
+    events = list(events) if admitted is None else capped(events, cfg, admitted)
+    calls, agents, outcome = replay(events, cfg, partitions)
     facts: list[tuple[str, int, str, int]] = []  # (queue, ts_ms, field, value)
     waits: list[tuple[str, int, int, str]] = []  # (queue, left at, wait, how): calls that left the queue
     raws: dict[str, QueueRaw] = defaultdict(QueueRaw)
@@ -331,6 +369,7 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
                 latest_kpi[slot] = ev
     for (name, queue), ev in latest_kpi.items():
         raws[queue].gauges["kpi:" + name] = round(ev.value * 1_000_000)
+        raws[queue].gauges["kpi_n:" + name] = 1
     for ticket in outcome.tickets:
         tf = ticket_facts(ticket.events, cfg)
         facts += tf.counters

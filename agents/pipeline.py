@@ -12,11 +12,11 @@ from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Awaitable, Callable, Iterable, Optional, Sequence
+from typing import Awaitable, Callable, Iterable, Mapping, Optional, Sequence
 
 from agents.config import MetricsConfig
 from agents import selfstats
-from agents.core import CORES, BatchResult, PartitionState, apply_batch, decode_state, encode_state
+from agents.core import CORES, BatchResult, PartitionState, apply_batch, decode_state, encode_state, label_caps
 from ccmon.errors import BrokerUnavailable, StoreUnavailable
 from ccmon.store import Commit, Fenced, Store
 from streams.deadletter import DeadLetter, encode as encode_dead_letter, make_dead_letter
@@ -54,6 +54,8 @@ class _Prepared:
 
 
 SendDeadLetters = Callable[[list[bytes]], Awaitable[None]]
+ReadRange = Callable[[int, int, int], Awaitable[list["Message"]]]  # (partition, first offset, end offset)
+Refusal = tuple[int, str, str]  # (index of the event in the batch, reason, detail)
 
 
 class Pipeline:
@@ -71,6 +73,8 @@ class Pipeline:
         topic_prefix: str = "cc.",
         max_future_seconds: float = 300.0,
         commit_bytes: int = 4 * 1024 * 1024,
+        limits: Optional[Mapping[str, int]] = None,
+        read_range: Optional[ReadRange] = None,
     ):
         self.domain = domain
         self.topic = topic
@@ -83,14 +87,26 @@ class Pipeline:
         # An event stamped further ahead of the worker's clock than this is a skewed clock, not the future.
         self.max_future_ms = round(max_future_seconds * 1000)
         self.commit_bytes = commit_bytes
+        # Sender-controlled labels (queue, agent, channel, KPI name) admitted up to a cap each (Settings.label_caps).
+        self.caps = label_caps(domain, limits, cfg.queues)
         self.core = CORES[domain]
         self.loaded: dict[int, _Partition] = {}
+        # The last offset this worker saw Redis confirm, per partition it holds: Redis found behind it lost commits
+        # (a restart from an older AOF or backup), and ``read_range`` reads those messages again from Kafka.
+        self.confirmed: dict[int, int] = {}
+        self.read_range = read_range
         self.outage_since: Optional[float] = None
         # Commit durations are known only after a commit, so each rides in the next one.
         self.pending_stats: Counter[str] = Counter()
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Drop cached state of partitions (no longer ours, or a batch that failed half-way)."""
+        """Drop everything known of partitions that are no longer ours (or whose stored offsets were reset)."""
+        for p in partitions:
+            self.loaded.pop(p, None)
+            self.confirmed.pop(p, None)
+
+    def _drop(self, partitions: Iterable[int]) -> None:
+        """Drop the cached state of partitions after a batch failed half-way: it is loaded again from Redis."""
         for p in partitions:
             self.loaded.pop(p, None)
 
@@ -103,10 +119,10 @@ class Pipeline:
                 await self._process_chunks(messages)
             except Fenced as exc:
                 log.warning("partitions %s were written by another worker; reloading their state", exc.tps)
-                self.forget(touched)
+                self._drop(touched)
                 continue
             except (StoreUnavailable, BrokerUnavailable) as exc:
-                self.forget(touched)  # the core mutated its working state: start again from Redis
+                self._drop(touched)  # the core mutated its working state: start again from Redis
                 if self.outage_since is None:
                     self.outage_since = asyncio.get_running_loop().time()
                 log.error("%s; retrying in %.1fs (nothing is acknowledged until it succeeds)", exc, backoff)
@@ -114,7 +130,7 @@ class Pipeline:
                 backoff = min(backoff * 2, 10.0)
                 continue
             except BaseException:
-                self.forget(touched)
+                self._drop(touched)
                 raise
             if self.outage_since is not None:
                 log.warning("store is back; resumed after %.1fs", asyncio.get_running_loop().time() - self.outage_since)
@@ -129,6 +145,7 @@ class Pipeline:
         commit fails, the caller drops the partitions' working state: chunks already committed are then
         skipped by their offsets, the rest are applied again.
         """
+        messages = await self._refill(messages)
         inflight: Optional[asyncio.Future[None]] = None
         try:
             for chunk in _chunks(messages, self.commit_bytes):
@@ -145,6 +162,26 @@ class Pipeline:
             if inflight is not None:  # a later chunk failed to prepare: let the commit in flight land first
                 await asyncio.gather(inflight, return_exceptions=True)
 
+    async def _refill(self, messages: Sequence[Message]) -> Sequence[Message]:
+        """``messages`` after the ones Redis lost since it confirmed them to this worker, read again from Kafka."""
+        if self.read_range is None or not self.confirmed:
+            return messages
+        lost: list[Message] = []
+        for p in sorted({m.partition for m in messages}):
+            mark = self.confirmed.get(p)
+            if mark is None:
+                continue
+            held = (await self._load(p)).offset
+            if held < mark:
+                again = await self.read_range(p, held + 1, mark + 1)
+                log.warning("Redis holds %s[%d] up to offset %d but had confirmed %d to this worker (it restarted "
+                            "from an older AOF or backup, or failed over): re-reading %d messages from offset %d",
+                            self.topic, p, held, mark, len(again), held + 1)
+                self.pending_stats["rewound_partitions"] += 1
+                self.pending_stats["rewound_messages"] += len(again)
+                lost += again
+        return [*lost, *messages] if lost else messages
+
     async def _load(self, partition: int) -> _Partition:
         part = self.loaded.get(partition)
         if part is None:
@@ -159,11 +196,33 @@ class Pipeline:
                     self.topic, partition, offset, hw,
                 )
                 await self.store.reset_partition(tp, offset)
+                self.confirmed.pop(partition, None)
                 offset, raw, stream_ms = -1, {}, None
             work = PartitionState(states={k: decode_state(self.domain, v) for k, v in raw.items()}, stream_ms=stream_ms)
             work.index(self.core, self.cfg)
             part = self.loaded[partition] = _Partition(offset, work)
         return part
+
+    async def _cap(self, events: list[Event],
+                   stats: Counter) -> tuple[list[Event], Optional[list[int]], list[Refusal]]:
+        """``events`` as they count under the label caps: values not admitted become ``other`` (counted), or the
+        event is refused: (the events kept, their indices in ``events`` if any was refused, the refusals)."""
+        kept: Optional[list[int]] = None
+        refused: list[Refusal] = []
+        for cap in self.caps:
+            strangers = cap.strangers(events)
+            if not strangers:
+                continue
+            if not cap.full:
+                cap.learn(*await self.store.admit(cap.kind, strangers, cap.limit))
+            if cap.reason:  # refusing caps come first, while ``events`` is still the whole list
+                refused = [(i, cap.reason, cap.detail(ev)) for i, ev in enumerate(events) if cap.capped(ev)]
+                kept = [i for i, ev in enumerate(events) if not cap.capped(ev)]
+                events = [events[i] for i in kept]
+            else:
+                events, n = cap.rewrite(events)
+                stats[cap.kind + "_capped"] += n
+        return events, kept, refused
 
     def _reject(self, dead: list[DeadLetter], stats: Counter, msg: Message, raw: bytes, reason: str, detail: str,
                 index: Optional[int]) -> None:
@@ -247,11 +306,12 @@ class Pipeline:
                 continue
             tp = (self.topic, p)
             commit.offsets[tp] = (part.offset, newest)
+            events, kept, refused = await self._cap(events, stats)
             res: BatchResult = apply_batch(self.core, part.work, events, self.cfg, BatchResult(deltas=commit.deltas))
             applied_ms += res.applied_ts
-            if res.rejected:
+            if res.rejected or refused:
                 starts = [o[0] for o in origins]
-                for i, reason, detail in res.rejected:
+                for i, reason, detail in refused + [(i if kept is None else kept[i], r, d) for i, r, d in res.rejected]:
                     first, m, batch, taken = origins[bisect_right(starts, i) - 1]
                     idx = i - first if taken is None else taken[i - first]
                     raw = split_message(m.value)[idx] if m.value is not None else b""
@@ -296,6 +356,8 @@ class Pipeline:
             self.pending_stats.update(prepared.carried)  # they ride in a later commit instead
             raise
         selfstats.observe(self.pending_stats, selfstats.COMMIT, round((time.perf_counter() - started) * 1e6))
+        for (_topic, p), (_expected, new) in commit.offsets.items():
+            self.confirmed[p] = new
 
 
 def _chunks(messages: Sequence[Message], max_bytes: int) -> Iterable[Sequence[Message]]:

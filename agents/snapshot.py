@@ -6,26 +6,25 @@ computed by one function from integer sums and the two paths compare exactly.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping, Optional
 
 from agents import erlang
 from agents import tickets as T
-from agents.config import HIST, MetricsConfig, QueueConfig, bucket_start, day_of, in_rolling_window, window_buckets
+from agents.config import HIST, MetricsConfig, QueueConfig, bucket_start, day_of, window_buckets
 from agents.core import (
     ABANDONED,
     ABANDONED_IN_SL,
     ACW_MS,
     AGENT_GAUGE,
     AGENT_MS,
-    BY_AGENT,
     CES_SUM,
     CSAT_SATISFIED,
     CUSTOM,
     GLOBAL,
     KPI,
+    KPI_HELD,
     KPI_SCALE,
     NPS_DETRACTORS,
     NPS_PROMOTERS,
@@ -44,13 +43,9 @@ from agents.core import (
     STAFFED,
     TALK_MS,
     TIMED_OUT,
-    TOTAL,
     WAIT_HIST,
     WRAPUPS,
     Z_OPEN,
-    Z_WAIT,
-    Z_WAITING,
-    WindowKey,
 )
 
 Counts = Mapping[str, int]
@@ -476,8 +471,12 @@ def now_view(raw: QueueRaw, q: QueueConfig, cfg: MetricsConfig, now_ms: int) -> 
     kpis: dict[str, float] = {}
     by: dict[str, dict[str, int]] = {"status": {}, "priority": {}}
     for k, v in sorted(g.items()):
-        if k.startswith(KPI):
-            kpis[k[len(KPI):]] = v / KPI_SCALE
+        if k.startswith(KPI_HELD):
+            if v:
+                name = k[len(KPI_HELD):]
+                kpis[name] = g.get(KPI + name, 0) / KPI_SCALE
+        elif k.startswith(KPI):
+            kpis[k[len(KPI):]] = v / KPI_SCALE  # also state written before kpi_n: existed
         elif v and k.startswith(_OPEN_PREFIX):
             _, dim, value = k.split(":", 2)
             by[dim][value] = v
@@ -514,8 +513,10 @@ def open_ticket_view(g: Counts) -> dict[str, object]:
 
 
 def kpi_view(g: Counts) -> dict[str, float]:
-    """The latest KPI samples (stored in millionths)."""
-    return {k[len(KPI):]: v / KPI_SCALE for k, v in sorted(g.items()) if k.startswith(KPI)}
+    """The latest KPI samples (stored in millionths): every name held (``kpi_n:``), or with a value."""
+    names = {k[len(KPI):] for k in g if k.startswith(KPI)}
+    names.update(k[len(KPI_HELD):] for k, v in g.items() if v and k.startswith(KPI_HELD))
+    return {name: g.get(KPI + name, 0) / KPI_SCALE for name in sorted(names)}
 
 
 def _sum(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
@@ -782,7 +783,7 @@ class Assembler:
         return raw
 
 
-_GAUGE_PREFIXES = (AGENT_GAUGE, KPI, T.TICKETS_OPEN)
+_GAUGE_PREFIXES = (AGENT_GAUGE, KPI, KPI_HELD, T.TICKETS_OPEN)
 
 
 def assemble(queues: Iterable[str], data: Mapping[str, QueueData], cfg: MetricsConfig, now_ms: int,

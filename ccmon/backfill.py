@@ -51,7 +51,7 @@ async def replay_topic(settings: Settings, store: Store, domain: str, partitions
     """Apply a topic's whole retained log through the pipeline; return the messages read."""
     topic = settings.topic(domain)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", client_id="ccmon-backfill", max_partition_fetch_bytes=4 << 20)
+                                **settings.kafka_options(), auto_offset_reset="earliest", client_id="ccmon-backfill", max_partition_fetch_bytes=4 << 20)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -59,7 +59,7 @@ async def replay_topic(settings: Settings, store: Store, domain: str, partitions
         await consumer.seek_to_beginning(*tps)
         pipeline = Pipeline(domain, topic, partitions, store, store.cfg, _drop_dead_letters,
                             lambda p: consumer.highwater(TopicPartition(topic, p)), settings.topic_prefix,
-                            settings.max_future_seconds, settings.commit_bytes)
+                            settings.max_future_seconds, settings.commit_bytes, settings.label_caps())
         # The fetch's highwater is the log end (Tansu's ListOffsets can report less); stop at the one first seen.
         end: dict[int, int] = {}
         read = 0
@@ -99,7 +99,7 @@ async def backfill(settings: Settings, progress: Progress, force: bool = False) 
     """Clear Redis and replay every event topic; return messages read per topic."""
     cfg = settings.metrics_config()
     topics = await asyncio.to_thread(ensure_topics, settings, settings.kafka_bootstrap)  # type: ignore[arg-type]
-    store = Store(settings.redis_url, cfg)  # type: ignore[arg-type]
+    store = Store(settings.redis_url, cfg, settings.redis_options())  # type: ignore[arg-type]
     try:
         await store.ping()
         age = await recent_commit_age(store)

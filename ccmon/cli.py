@@ -88,6 +88,17 @@ def run(
         _fail(str(exc))
 
 
+@app.command("config")
+def config_dump(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of NAME=value lines.")) -> None:
+    """Print the effective settings (environment, _FILE secrets, defaults); secrets show as ***."""
+    values = _settings().redacted()
+    if as_json:
+        out.print_json(json.dumps(values))
+        return
+    for name, value in values.items():
+        out.print(f"CCMON_{name.upper()}={'' if value is None else value}", markup=False, highlight=False)
+
+
 # -------------------------------------------------------------------- send
 
 
@@ -350,7 +361,7 @@ def metrics(
     except ValueError as exc:
         _fail(str(exc))
         return
-    store = Store(_endpoint(settings, "redis_url"), settings.metrics_config())
+    store = Store(_endpoint(settings, "redis_url"), settings.metrics_config(), settings.redis_options())
 
     async def read() -> dict:
         try:
@@ -477,8 +488,12 @@ def _load_alerts(file: Optional[Path]) -> object:
 
     from alerts.config import AlertConfigError, load
 
+    from ccmon.settings import SecretEnviron
+
     try:
-        return load(file, os.environ)
+        return load(file, SecretEnviron(os.environ))
+    except CcmonError as exc:  # a receiver's NAME_FILE cannot be read
+        _fail(str(exc))
     except AlertConfigError as exc:
         for problem in exc.problems:
             err.print("[bold red]error:[/] " + escape(problem))
@@ -528,7 +543,7 @@ def alerts_test(
     else:
         from ccmon.store import Store
 
-        store = Store(_endpoint(settings, "redis_url"), settings.metrics_config())
+        store = Store(_endpoint(settings, "redis_url"), settings.metrics_config(), settings.redis_options())
         now_ms = int(time.time() * 1000)
 
         async def read() -> tuple[dict, dict]:

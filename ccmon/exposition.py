@@ -83,6 +83,10 @@ NOW_VALUES: dict[str, tuple[str, str, float]] = {
     "sla_due_soon": ("ccmon_tickets_sla_due_soon", "Open tickets past 80% of a running SLA clock.", 1),
 }
 AGENT_STATES = ("available", "on_call", "wrap_up", "away", "staffed")
+# Label caps that count refused values as "other" (agents.core.LabelCap): kind -> (setting, the label's meaning).
+# Refused KPI names are dead-lettered instead (ccmon_events_rejected_total{reason="too_many_kpis"}).
+CAPPED = {"queues": ("CCMON_MAX_QUEUES", "queue"), "agents": ("CCMON_MAX_AGENTS", "survey's agent"),
+          "channels": ("CCMON_MAX_CHANNELS", "ticket's channel")}
 # Lifetime counters {queue}: totals field -> (metric without _total, help, factor).
 TOTALS: dict[str, tuple[str, str, float]] = {
     "offered": ("ccmon_calls_offered", "Calls offered (call.offered).", 1),
@@ -251,9 +255,18 @@ class SnapshotCollector:
             fam = HistogramMetricFamily(metric, doc)
             fam.add_metric([], _hist_buckets(h), float(h["sum"]))  # type: ignore[arg-type]
             yield fam
+        rewound = CounterMetricFamily("ccmon_rewound_messages", "Messages read again because Kafka's committed "
+                                      "offset was past the offset Redis holds (Redis lost commits).")
+        rewound.add_metric([], stats.get("rewound_messages", 0))
+        yield rewound
         count = GaugeMetricFamily("ccmon_queues", "Queues seen so far.")
         count.add_metric([], float(n_queues))
         yield count
+        for kind, (setting, what) in CAPPED.items():
+            capped = CounterMetricFamily(f"ccmon_{kind}_capped_events", f"Events whose {what} was over the cap "
+                                         f"({setting}) and counted as \"other\".")
+            capped.add_metric([], stats.get(f"{kind}_capped", 0))
+            yield capped
         yield from self._alerts()
         yield build_info()
 
@@ -284,9 +297,12 @@ def build_info() -> Metric:
 class WorkerCollector:
     """This process only: build info, whether it consumes, and the partitions it holds."""
 
-    def __init__(self, consuming: bool, partitions: Optional[int]):
+    def __init__(self, consuming: bool, partitions: Optional[int], redis_up: Optional[bool] = None,
+                 redis_errors: Optional[int] = None):
         self.consuming = consuming
         self.partitions = partitions
+        self.redis_up = redis_up
+        self.redis_errors = redis_errors
 
     def collect(self) -> Iterator[Metric]:
         """Yield the per-process families."""
@@ -297,6 +313,12 @@ class WorkerCollector:
         if self.partitions is not None:
             yield GaugeMetricFamily("ccmon_worker_partitions_assigned", "Topic partitions this worker holds.",
                                     value=float(self.partitions))
+        if self.redis_up is not None:
+            yield GaugeMetricFamily("ccmon_worker_redis_up", "1 when this worker's last Redis call succeeded, 0 "
+                                    "during an outage (it retries with backoff).", value=1.0 if self.redis_up else 0.0)
+        if self.redis_errors is not None:
+            yield CounterMetricFamily("ccmon_worker_redis_errors", "Redis calls of this worker that failed "
+                                      "(unreachable or refused) since it started.", value=float(self.redis_errors))
 
 
 def _encode(register: Callable[[CollectorRegistry], None], accept: Optional[str]) -> tuple[bytes, str]:
@@ -590,10 +612,11 @@ async def scrape(store: "Store", status: View, accept: Optional[str]) -> tuple[b
         return render(await store.snapshot(rollup_all=False), status, accept)
 
 
-def render_worker(consuming: bool, partitions: Optional[int], accept: Optional[str]) -> tuple[bytes, str]:
+def render_worker(consuming: bool, partitions: Optional[int], accept: Optional[str], redis_up: Optional[bool] = None,
+                  redis_errors: Optional[int] = None) -> tuple[bytes, str]:
     """This process's exposition: process_* (memory, CPU, fds), python_info and the worker's own gauges."""
     def register(r: CollectorRegistry) -> None:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        r.register(WorkerCollector(consuming, partitions))  # type: ignore[arg-type]
+        r.register(WorkerCollector(consuming, partitions, redis_up, redis_errors))  # type: ignore[arg-type]
     return _encode(register, accept)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from ccmon import __version__
+from streams.events import AnyEvent
 
 _RESULT = {
     "type": "object",
     "required": ["line", "status"],
     "properties": {
-        "line": {"type": "integer", "minimum": 1, "description": "1-based line (NDJSON) or 1 for a single event"},
+        "line": {"type": ["integer", "null"], "minimum": 1,
+                 "description": "1-based line (NDJSON) or 1 for a single event; null for a webhook payload the "
+                                "mapping could not (fully) turn into events (reason mapping_problem)"},
         "status": {"type": "string", "enum": ["accepted", "rejected"]},
         "event_id": {"type": "string"},
         "type": {"type": "string", "description": "the event type, e.g. call.offered"},
-        "reason": {"type": "string", "description": "stable reject code, e.g. invalid_json, missing_field"},
+        "reason": {"type": "string", "description": "stable reject code, e.g. invalid_json, missing_field, "
+                                                     "mapping_problem"},
         "detail": {"type": "string"},
     },
 }
@@ -38,8 +44,20 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
+def _event_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Contract v1 as JSON Schema, from the event types themselves: one event (any type), and each type."""
+    (event,), types = msgspec.json.schema_components([AnyEvent], ref_template="#/components/schemas/{name}")
+    for schema in types.values():
+        # The decoder also takes RFC 3339 text with an offset for `ts` (streams/events.py, _decode_text_ts).
+        ts = schema["properties"]["ts"]
+        schema["properties"]["ts"] = {"anyOf": [ts, {"type": "string", "format": "date-time"}],
+                                      "description": "epoch seconds, or RFC 3339 with an offset (2000..2100)"}
+    return event, types
+
+
 def document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document."""
+    """The OpenAPI 3.1 document."""
+    event, event_types = _event_schemas()
     ingest_responses = {
         "200": {"description": "every line accepted (published and acknowledged by the broker)",
                 "content": {"application/json": {"schema": _ANSWER}}},
@@ -49,22 +67,20 @@ def document() -> dict[str, Any]:
         **_errors(400, 401, 413, 429, 503),
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",  # JSON Schema 2020-12, as msgspec writes the event schemas
         "info": {"title": "ccmon", "version": __version__,
                  "description": "Real-time contact-center monitor: event ingest, snapshot, alerts."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": event_types, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an ingest token (CCMON_INGEST_TOKENS)"},
+            "read": {"type": "http", "scheme": "bearer",
+                     "description": "a read token (CCMON_READ_TOKENS); required only when read tokens are set"}}},
         "paths": {
             "/api/events": {
                 "post": {
                     "summary": "Ingest contract v1 events: one JSON event, or NDJSON (one event per line)",
                     "security": [{"bearer": []}],
                     "requestBody": {"required": True, "content": {
-                        "application/json": {"schema": {"type": "object", "required": ["event_id", "type", "ts"],
-                                                        "properties": {"event_id": {"type": "string"},
-                                                                       "type": {"type": "string"},
-                                                                       "ts": {"oneOf": [{"type": "number"},
-                                                                                        {"type": "string"}]}},
-                                                        "additionalProperties": True}},
+                        "application/json": {"schema": event},
                         "application/x-ndjson": {"schema": {"type": "string"}},
                     }},
                     "responses": ingest_responses,
@@ -83,14 +99,21 @@ def document() -> dict[str, Any]:
                     "responses": {**ingest_responses, **_errors(404)},
                 }
             },
-            "/api/snapshot": {"get": {"summary": "The snapshot of every metric", "parameters": [
+            "/api/snapshot": {"get": {"summary": "The snapshot of every metric", "security": [{"read": []}], "parameters": [
                 {"name": "queue", "in": "query", "schema": {"type": "string"}},
-                {"name": "at", "in": "query", "schema": {"type": "string"}}],
+                {"name": "at", "in": "query", "description": "evaluate at this instant (2000..2100); empty: now",
+                 "schema": {
+                    # What is documented here is always accepted (epoch seconds, RFC 3339 of 2001..2089);
+                    # the server takes any instant of 2000..2100 and answers 400 outside it.
+                    "anyOf": [{"type": "string", "maxLength": 0},
+                              {"type": "string", "pattern": r"^[1-3][0-9]{9}(\.[0-9]{1,6})?$"},
+                              {"type": "string", "format": "date-time", "pattern": r"^20(0[1-9]|[1-8][0-9])-"}]}}],
                 "responses": {"200": {"description": "the snapshot", "content": {"application/json": {
-                    "schema": {"type": "object"}}}}, **_errors(400, 503)}}},
-            "/api/alerts": {"get": {"summary": "Pending and firing alerts and receiver status", "responses": {
+                    "schema": {"type": "object"}}}}, **_errors(400, 401, 503)}}},
+            "/api/alerts": {"get": {"summary": "Pending and firing alerts and receiver status",
+                                    "security": [{"read": []}], "responses": {
                 "200": {"description": "alerts", "content": {"application/json": {"schema": {"type": "object"}}}},
-                **_errors(503)}}},
+                **_errors(401, 503)}}},
             "/health": {"get": {"summary": "Liveness and lag", "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}},
                 **_errors(503)}}},

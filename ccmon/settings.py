@@ -8,17 +8,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Optional
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agents.business_hours import parse_calendar
 from agents.config import FILTER_OPS, CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
-from agents.core import BUILTIN_COUNTERS
+from agents.core import BUILTIN_COUNTERS, DEFAULT_LIMITS
 from ccmon.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -219,8 +221,120 @@ class Settings(BaseSettings):
     batch_seconds: float = Field(default=0.02, gt=0)
     commit_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_future_seconds: float = Field(default=300.0, gt=0)
+    max_queues: int = Field(default=DEFAULT_LIMITS["queues"], ge=0)
+    max_agents: int = Field(default=DEFAULT_LIMITS["agents"], ge=0)
+    max_channels: int = Field(default=DEFAULT_LIMITS["channels"], ge=0)
+    max_kpis: int = Field(default=DEFAULT_LIMITS["kpis"], ge=0)
     kafka_session_timeout: float = Field(default=6.0, gt=0)
     log_level: str = "info"
+    read_tokens: Optional[str] = None
+    redis_password: Optional[str] = None
+    redis_tls_ca_file: Optional[Path] = None
+    redis_tls_cert_file: Optional[Path] = None
+    redis_tls_key_file: Optional[Path] = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: Optional[str] = None
+    kafka_sasl_password: Optional[str] = None
+    kafka_ssl_ca_file: Optional[Path] = None
+    kafka_ssl_cert_file: Optional[Path] = None
+    kafka_ssl_key_file: Optional[Path] = None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Secrets may also come from files named by ``CCMON_<NAME>_FILE``."""
+        return init_settings, SecretFiles(settings_cls), env_settings  # a file beats an empty variable
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        overlap = set(self.read_token_list()) & set(tokens_of(self.ingest_tokens))
+        if overlap:
+            raise ValueError("a token is both a read token (CCMON_READ_TOKENS/CCMON_WALLBOARD_TOKEN) and an ingest "
+                             "token (CCMON_INGEST_TOKENS); give readers and senders different tokens")
+        if self.redis_password and not self.redis_url:
+            raise ValueError("CCMON_REDIS_PASSWORD is set but CCMON_REDIS_URL is not (the embedded Redis has no "
+                             "password); set CCMON_REDIS_URL to your Redis")
+        redis_tls = [f for f in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file") if getattr(self, f)]
+        if redis_tls and not (self.redis_url or "").startswith("rediss://"):
+            raise ValueError(f"CCMON_{redis_tls[0].upper()} is set but CCMON_REDIS_URL is not a rediss:// URL; "
+                             "use rediss://host:port/db for Redis over TLS")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise ValueError("set both CCMON_REDIS_TLS_CERT_FILE and CCMON_REDIS_TLS_KEY_FILE for a client "
+                             "certificate, or neither")
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise ValueError("set both CCMON_KAFKA_SSL_CERT_FILE and CCMON_KAFKA_SSL_KEY_FILE for a client "
+                             "certificate, or neither")
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"CCMON_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "CCMON_KAFKA_SASL_USERNAME and CCMON_KAFKA_SASL_PASSWORD (or _FILE)")
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError("CCMON_KAFKA_SASL_USERNAME/PASSWORD are set but CCMON_KAFKA_SECURITY_PROTOCOL is "
+                             f"{self.kafka_security_protocol}; set it to SASL_SSL (or SASL_PLAINTEXT)")
+        kafka_tls = [f for f in ("kafka_ssl_ca_file", "kafka_ssl_cert_file") if getattr(self, f)]
+        if kafka_tls and not self.kafka_security_protocol.endswith("SSL"):
+            raise ValueError(f"CCMON_{kafka_tls[0].upper()} is set but CCMON_KAFKA_SECURITY_PROTOCOL is "
+                             f"{self.kafka_security_protocol}; set it to SSL or SASL_SSL")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:  # never print a secret by accident
+        yield from self.redacted().items()
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings with every secret replaced by ``***`` (and the Redis URL's password)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and value:
+                value = redact_url(value) if name == "redis_url" else "***"
+            out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    def read_token_list(self) -> list[str]:
+        """Tokens that may read (snapshot, alerts, wallboard): CCMON_READ_TOKENS plus CCMON_WALLBOARD_TOKEN."""
+        return tokens_of(self.read_tokens) + tokens_of(self.wallboard_token)
+
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments for redis-py next to the URL: password and TLS files (a password in the URL wins)."""
+        opts: dict[str, Any] = {}
+        if self.redis_password:
+            opts["password"] = self.redis_password
+        for name, arg in (("redis_tls_ca_file", "ssl_ca_certs"), ("redis_tls_cert_file", "ssl_certfile"),
+                          ("redis_tls_key_file", "ssl_keyfile")):
+            if getattr(self, name):
+                opts[arg] = str(getattr(self, name))
+        return opts
+
+    def kafka_ssl_context(self) -> Optional[ssl.SSLContext]:
+        """The TLS context for SSL / SASL_SSL (verifies the broker; system CAs unless a CA file is set)."""
+        if not self.kafka_security_protocol.endswith("SSL"):
+            return None
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.kafka_ssl_ca_file) if self.kafka_ssl_ca_file else None)
+            if self.kafka_ssl_cert_file:
+                ctx.load_cert_chain(str(self.kafka_ssl_cert_file), str(self.kafka_ssl_key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the Kafka TLS files (CCMON_KAFKA_SSL_CA_FILE / _CERT_FILE / _KEY_FILE): "
+                              f"{exc}; check the paths and that they are PEM") from None
+        return ctx
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Security keyword arguments shared by kafka-python and aiokafka clients."""
+        opts: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.endswith("SSL"):
+            opts["ssl_context"] = self.kafka_ssl_context()
+        if self.kafka_security_protocol.startswith("SASL_"):
+            opts.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                        sasl_plain_password=self.kafka_sasl_password)
+        return opts
+
+    def label_caps(self) -> dict[str, int]:
+        """Most values admitted per sender-controlled label (``agents.core.LabelCap``), by kind."""
+        return {"queues": self.max_queues, "agents": self.max_agents, "channels": self.max_channels,
+                "kpis": self.max_kpis}
 
     def topic(self, domain: str) -> str:
         """The full topic name of a domain (``calls`` -> ``cc.calls``)."""
@@ -249,7 +363,7 @@ class Settings(BaseSettings):
         from alerts.config import AlertConfigError, load
 
         try:
-            return load(self.alerts, os.environ)
+            return load(self.alerts, SecretEnviron(os.environ))
         except AlertConfigError as exc:
             raise ConfigError(f"the alerts file is invalid (check it with `ccmon alerts check FILE`):\n{exc}") from None
 
@@ -300,12 +414,89 @@ def load_metrics_config(path: Optional[Path]) -> MetricsConfig:
     )
 
 
+SECRET_FIELDS = ("redis_url", "redis_password", "kafka_sasl_password", "read_tokens", "wallboard_token",
+                 "ingest_tokens")
+
+
+def tokens_of(text: Optional[str]) -> list[str]:
+    """Comma-separated tokens as a list."""
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def read_secret_file(var: str, path: str) -> str:
+    """A secret from a file (surrounding whitespace and the final newline removed)."""
+    try:
+        return Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{var}={path} cannot be read ({exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}); "
+                          "fix the path or the file's permissions") from None
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """``CCMON_<NAME>_FILE`` for each secret setting (Docker/Kubernetes secrets): the file holds the value."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: ``__call__`` reads all the files at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in SECRET_FIELDS:
+            var = f"CCMON_{name.upper()}"
+            path = os.environ.get(var + "_FILE")
+            if not path:
+                continue
+            if os.environ.get(var):
+                raise ConfigError(f"both {var} and {var}_FILE are set; keep one")
+            out[name] = read_secret_file(var + "_FILE", path)
+        return out
+
+
+class SecretEnviron(Mapping[str, str]):
+    """The environment for alert receivers' ``*_env`` secrets: ``NAME``, or else the file named by ``NAME_FILE``."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        if self.environ.get(name):
+            return self.environ[name]
+        path = self.environ.get(name + "_FILE")
+        if path:
+            return read_secret_file(name + "_FILE", path)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
+
+
+def redact_url(url: str) -> str:
+    """A URL without its password (user info and ``password=`` query values), for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        netloc = f"{user}:***@{host}" if user else f"***@{host}"
+    query = parts.query
+    if query:
+        query = urlencode([(k, "***" if "password" in k.lower() else v) for k, v in parse_qsl(query, True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def load_settings() -> Settings:
     """Build the settings from the environment; raise ConfigError with the variable to fix."""
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(f"CCMON_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join((f"CCMON_{str(e['loc'][0]).upper()}: " if e["loc"] else "")
+                             + e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise ConfigError(f"invalid environment: {problems}") from None
 
 
@@ -314,6 +505,7 @@ def child_environment(**overrides: Optional[str]) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in overrides.items():
         key = "CCMON_" + name.upper()
+        env.pop(key + "_FILE", None)  # the value given here replaces one read from a file
         if value is None:
             env.pop(key, None)
         else:

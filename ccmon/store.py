@@ -13,7 +13,7 @@ from typing import Any, Callable, Collection, Iterable, Mapping, Optional
 import hiredis
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import AuthenticationError, ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError, TimeoutError as RedisTimeoutError
 
 from agents.config import MetricsConfig, day_end_epoch, day_of
@@ -21,6 +21,7 @@ from agents.core import GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING, Delt
 from agents.snapshot import (DUE_SETS, OPEN_SETS, WINDOWED_SETS, Assembler, QueueData, QueueRaw, _Scan, build_snapshot,
                              reader_spans, scan_flat, segment_bounds, segment_meta)
 from ccmon.errors import StoreUnavailable
+from ccmon.settings import redact_url
 
 PREFIX = "ccmon:"
 
@@ -33,6 +34,25 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
 return 0
+"""
+# Label values admitted first come up to a cap (agents.core.LabelCap), atomically, so every worker sees one set.
+# KEYS[1] the admitted set; ARGV[1] the cap, then the names asked. Returns {full, names}: when the set is not full,
+# the asked names now in it; when it is, all of its members (the answer is then final for any name).
+_ADMIT = """
+local cap = tonumber(ARGV[1])
+local n = redis.call('SCARD', KEYS[1])
+local kept = {}
+for j = 2, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[j]) == 1 then
+    kept[#kept + 1] = ARGV[j]
+  elseif n < cap then
+    redis.call('SADD', KEYS[1], ARGV[j])
+    n = n + 1
+    kept[#kept + 1] = ARGV[j]
+  end
+end
+if n >= cap then return {1, redis.call('SMEMBERS', KEYS[1])} end
+return {0, kept}
 """
 TP = tuple[str, int]  # (topic, partition)
 READ_CHUNK = 20  # queues per read script call: each call is short, so commits are not held up
@@ -63,12 +83,15 @@ class Fenced(Exception):
         self.tps = tps
 
 
-def redact_url(url: str) -> str:
-    """A Redis URL without its credentials, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+def _fix_for(exc: BaseException) -> str:
+    """What to do about a failed Redis connection."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+        return "check the password (CCMON_REDIS_PASSWORD / _FILE, or the one in CCMON_REDIS_URL)"
+    if "SSL" in text or "certificate" in text:
+        return ("check TLS: a rediss:// URL, CCMON_REDIS_TLS_CA_FILE for the server's CA, and "
+                "CCMON_REDIS_TLS_CERT_FILE/_KEY_FILE if Redis wants a client certificate")
+    return "is it running?"
 
 
 def _tp_field(tp: TP) -> str:
@@ -87,24 +110,31 @@ def _groups(flat: list[object], width: int = 1) -> int:
 class Store:
     """Counters, gauges, entity states and partition offsets in one Redis database."""
 
-    def __init__(self, url: str, cfg: MetricsConfig):
+    def __init__(self, url: str, cfg: MetricsConfig, options: Mapping[str, Any] | None = None):
+        """``options``: redis-py connection arguments beside the URL (``Settings.redis_options()``: password, TLS)."""
         self.url = url
         self.cfg = cfg
-        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+        options = dict(options or {})
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, **options)
         self._commit = self.redis.register_script(resources.files("ccmon").joinpath("commit.lua").read_text())
         self._reset = self.redis.register_script(resources.files("ccmon").joinpath("topic_reset.lua").read_text())
         self._reset_part = self.redis.register_script(_RESET_PARTITION)
+        self._admit = self.redis.register_script(_ADMIT)
         # Reads now trust the window sums every commit keeps (commit.lua's last section); False makes them sum
         # the buckets in read.lua instead, as reads at another instant always do.
         self.window_sums = True
         # The snapshot read's own connections (RESP2: its replies are parsed by hiredis directly, see _pipeline).
         self.reader = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, protocol=2,
-                                              decode_responses=True)
+                                              decode_responses=True, **options)
         self._read_lua = resources.files("ccmon").joinpath("read.lua").read_text()
         self._read_sha = hashlib.sha1(self._read_lua.encode()).hexdigest()
         self._read_cmds: dict[str, _QueueReads] = {}
         self._nspans = len(reader_spans(cfg))
         self.clock: Callable[[], float] = time.time  # the readers' wall clock: what "now" is (tests move it)
+        # Redis's health as this process sees it (/health, /metrics/worker): when the current outage began
+        # (wall clock; None while the last call succeeded) and how many calls have failed since start-up.
+        self.down_since: Optional[float] = None
+        self.errors = 0
 
     # ------------------------------------------------------------- key naming
     def key(self, wk: WindowKey) -> str:
@@ -128,6 +158,7 @@ class Store:
 
     OFFSETS = PREFIX + "offsets"
     QUEUES = PREFIX + "queues"
+    ADMITTED = PREFIX + "admitted"  # queue names admitted under the cap (QueueCap); other kinds: + ":" + kind
     STATS = PREFIX + "stats"
     HIGHWATER = PREFIX + "highwater"
     STREAM_TIME = PREFIX + "stream_ms"
@@ -137,11 +168,20 @@ class Store:
     # ------------------------------------------------------------------ calls
     async def _call(self, coro):  # type: ignore[no-untyped-def]
         try:
-            return await coro
+            result = await coro
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis at {self.redacted_url} is unreachable ({exc}); is it running?") from exc
+            self._failed()
+            raise StoreUnavailable(f"Redis at {self.redacted_url} is unreachable ({exc}); {_fix_for(exc)}") from exc
         except RedisError as exc:
+            self._failed()
             raise StoreUnavailable(f"Redis at {self.redacted_url} refused a command: {exc}") from exc
+        self.down_since = None
+        return result
+
+    def _failed(self) -> None:
+        self.errors += 1
+        if self.down_since is None:
+            self.down_since = time.time()
 
     @property
     def redacted_url(self) -> str:
@@ -176,6 +216,31 @@ class Store:
             {k.decode(): v for k, v in states.items()},
             int(stream) if stream is not None else None,
         )
+
+    async def partition_offsets(self, tps: Collection[TP]) -> dict[TP, int]:
+        """The last offset applied of each partition (-1 for none): where Redis says each one resumes."""
+        tps = list(tps)
+        if not tps:
+            return {}
+        raw = await self._call(self.redis.hmget(self.OFFSETS, [_tp_field(tp) for tp in tps]))
+        return {tp: int(v) if v is not None else -1 for tp, v in zip(tps, raw)}
+
+    async def count(self, **stats: int) -> None:
+        """Add to counters of the ``ccmon:stats`` hash outside a batch commit (e.g. ``rewound_messages``)."""
+        pipe = self.redis.pipeline(transaction=True)
+        for name, value in stats.items():
+            pipe.hincrby(self.STATS, name, value)
+        await self._call(pipe.execute())
+
+    def admitted_key(self, kind: str) -> str:
+        """The set of the values of label ``kind`` admitted under its cap (``queues``, ``agents``...)."""
+        return self.ADMITTED if kind == "queues" else f"{self.ADMITTED}:{kind}"
+
+    async def admit(self, kind: str, names: Collection[str], limit: int) -> tuple[list[str], bool]:
+        """Admit values of label ``kind`` first come while fewer than ``limit`` are admitted, atomically for every
+        worker: (the asked values admitted, or every admitted value once the set is full; whether it is full)."""
+        full, admitted = await self._call(self._admit(keys=[self.admitted_key(kind)], args=[limit, *names]))
+        return [n.decode() for n in admitted], bool(full)
 
     async def reset_partition(self, tp: TP, expected: int) -> None:
         """Forget one partition's offset and entity states (the log no longer holds them); fenced."""

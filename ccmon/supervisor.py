@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import signal
 import socket
 import subprocess
@@ -103,9 +104,12 @@ class Supervisor:
         self.say(f"  kafka  {self.bootstrap}{'  (embedded tansu, memory-only)' if need_broker else ''}")
         self.say(f"  redis  {redact_url(self.redis_url)}{'  (embedded, AOF on)' if need_redis else ''}")
         self.env = child_environment(kafka_bootstrap=self.bootstrap, redis_url=self.redis_url)
-        self._endpoints().write_text(
-            json.dumps({"kafka_bootstrap": self.bootstrap, "redis_url": self.redis_url, "http": self.http})
-        )
+        # Only the owner may read it: a configured CCMON_REDIS_URL can carry a password.
+        path = self._endpoints()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when the file was there before, with wider permissions
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"kafka_bootstrap": self.bootstrap, "redis_url": self.redis_url, "http": self.http}))
         self._start_worker()
         self._wait_healthy()
         if self.demo:
@@ -149,12 +153,13 @@ class Supervisor:
         raise ServiceStartError(f"the worker did not answer {self.http}/health within {timeout:.0f}s; see {self.logs}")
 
     async def _watch(self) -> None:
-        store = Store(self.redis_url, self.settings.metrics_config())
+        store = Store(self.redis_url, self.settings.metrics_config(), self.settings.redis_options())
         tty = sys.stderr.isatty()
         last_consumed: Optional[int] = None
         last_t = time.monotonic()
         last_print = 0.0
         restarts: list[float] = []
+        down_since: Optional[float] = None  # when the status read first failed: Redis is down
         try:
             while True:
                 await asyncio.sleep(1.0)
@@ -168,11 +173,17 @@ class Supervisor:
                         )
                     self.say(f"\nworker exited with status {code}; restarting it (see {self.logs / 'worker.log'})")
                     self._start_worker()
+                was_down = down_since is not None
                 try:
                     status = await store.status()
                 except CcmonError as exc:
-                    line = f"redis unavailable: {exc}"
+                    down_since = down_since or time.monotonic()
+                    line = (f"redis unavailable for {time.monotonic() - down_since:.0f}s: {exc} "
+                            "(the worker retries; nothing is lost)")
                 else:
+                    if down_since is not None:
+                        self.say(f"\nredis is back after {time.monotonic() - down_since:.0f}s; the worker catches up")
+                        down_since = None
                     stats = status["stats"]
                     consumed = int(stats.get("consumed", 0))  # type: ignore[union-attr]
                     now = time.monotonic()
@@ -184,7 +195,7 @@ class Supervisor:
                 if tty:
                     self.console.file.write("\r" + line.ljust(78))
                     self.console.file.flush()
-                elif time.monotonic() - last_print >= 10:
+                elif time.monotonic() - last_print >= 10 or was_down != (down_since is not None):
                     last_print = time.monotonic()
                     self.say(line)
         finally:

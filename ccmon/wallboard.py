@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from importlib import resources
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from alerts.config import AlertsConfig
 from alerts.engine import Rule, clear_bound, compare, healthy_side
@@ -26,11 +26,14 @@ TICK_S = 1.0
 DEBOUNCE_S = 0.25
 STALE_COMMIT_AGE_S = 10.0  # the worker lags: messages wait and nothing committed for this long
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+SECURITY_HEADERS = {  # on every HTTP response (ccmon/web.py adds them)
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
 
 
@@ -39,15 +42,14 @@ def asset(name: str) -> bytes:
     return resources.files("ccmon").joinpath("wallboard", name).read_bytes()
 
 
-def token_ok(expected: Optional[str], query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
-    """No token configured, or the request's ``?token=`` / bearer token matches it (constant time)."""
-    if not expected:
-        return True
-    given = query.get("token") or ""
-    auth = headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        given = auth[len("Bearer "):]
-    return hmac.compare_digest(given.encode(), expected.encode())
+def match_token(tokens: Sequence[str], given: Sequence[str]) -> Optional[str]:
+    """The configured token one of ``given`` equals, or None; compares every pair in constant time."""
+    found = None
+    for t in tokens:
+        for g in given:
+            if hmac.compare_digest(g.encode(), t.encode()):
+                found = t
+    return found
 
 
 # ------------------------------------------------------------- statuses

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import re
 import time
 from datetime import datetime
 from typing import Any, Callable
@@ -21,23 +23,125 @@ from ccmon.openapi import document as openapi_document
 from ccmon.exposition import render_worker, scrape
 from ccmon.settings import Settings
 from ccmon.store import Store
-from ccmon.wallboard import SECURITY_HEADERS, Hub, asset, token_ok
+from ccmon.wallboard import SECURITY_HEADERS, Hub, asset, match_token
+from streams.deadletter import encode as encode_dead_letter, make_dead_letter
+from streams.events import TS_MAX_S, TS_MIN_S
 from streams.producer import Publisher
 
 
+_EPOCH_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
 def parse_instant(text: str) -> int:
-    """Epoch seconds or RFC 3339 with an offset, as epoch milliseconds."""
+    """Epoch seconds or RFC 3339 with an offset, within the event contract's 2000..2100, as epoch milliseconds."""
+    if _EPOCH_SECONDS.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"cannot read {text[:64]!r} as a time; give epoch seconds or RFC 3339 like "
+                             "2026-11-23T10:00:00Z") from None
+        if when.tzinfo is None:
+            raise ValueError(f"{text[:64]!r} has no offset; add Z or +01:00")
+        seconds = when.timestamp()
+    if not TS_MIN_S <= seconds < TS_MAX_S:  # also what would overflow the arithmetic below
+        raise ValueError(f"{text[:64]!r} is outside 2000-01-01..2100-01-01; give a time in that range")
+    return round(seconds * 1000)
+
+
+PUBLIC_PATHS = frozenset({"/metrics", "/metrics/worker", "/health"})  # scrapers and probes: never a token
+INGEST_PATHS = ("/api/events", "/api/webhooks/")  # their own tokens (CCMON_INGEST_TOKENS), checked by `ingest`
+WALLBOARD = "/wallboard"
+COOKIE = "ccmon_token"  # set by /wallboard?token=…, so the page's script, style and stream need no token in the URL
+
+
+def access_class(path: str) -> str:
+    """``public``, ``ingest`` or ``read``: everything not public or ingest (unknown paths too) needs a read token."""
+    if path in PUBLIC_PATHS:
+        return "public"
+    if path == INGEST_PATHS[0] or path.startswith(INGEST_PATHS[1]):
+        return "ingest"
+    return "read"
+
+
+def bearer(headers: Any) -> list[str]:
+    """The token of ``Authorization: Bearer …``, as a one-item list (none without one)."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    return [token.strip()] if scheme.lower() == "bearer" and token.strip() else []
+
+
+def json_error(message: str, status: int, **headers: str) -> web.Response:
+    """``{"error": message}`` with ``<``, ``>`` and ``&`` escaped, so an echoed input never reads as markup."""
+    text = json.dumps({"error": message}).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return web.Response(text=text, status=status, content_type="application/json", headers=headers)
+
+
+def access_summary(settings: Settings) -> list[str]:
+    """What the start-up message says about who may use which endpoints (and a warning when it is unsafe)."""
+    host = settings.http_host
+    reads = len(settings.read_token_list())
+    ingests = len(tokens_of(settings.ingest_tokens))
+    lines = [f"http://{host}:{settings.http_port}" + ("" if is_loopback(host) else
+                                                       "  (not loopback: reachable from other machines)"),
+             "  open to all:  /metrics, /metrics/worker, /health",
+             "  read:         /wallboard, /api/snapshot, /api/alerts, /api/openapi.json: "
+             + (f"token-protected ({reads} read token{'s' * (reads != 1)})" if reads
+                else "OPEN (no CCMON_READ_TOKENS)"),
+             "  ingest:       /api/events, /api/webhooks/<mapping>: "
+             + (f"token-protected ({ingests} ingest token{'s' * (ingests != 1)})" if ingests
+                else "OPEN (CCMON_INGEST_OPEN=true)" if settings.ingest_open
+                else "closed (set CCMON_INGEST_TOKENS to enable)")]
+    if not is_loopback(host):
+        if not reads:
+            lines.append(f"WARNING: listening on {host} with no read token: anyone who can reach port "
+                         f"{settings.http_port} sees the snapshot, alerts and wallboard; set CCMON_READ_TOKENS")
+        if settings.ingest_open and not ingests:
+            lines.append(f"WARNING: listening on {host} with ingest open: anyone who can reach port "
+                         f"{settings.http_port} can send events; set CCMON_INGEST_TOKENS")
+    return lines
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ::1."""
     try:
-        return round(float(text) * 1000)
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"cannot read {text!r} as a time; give epoch seconds or RFC 3339 like 2026-11-23T10:00:00Z") from None
-    if when.tzinfo is None:
-        raise ValueError(f"{text!r} has no offset; add Z or +01:00")
-    return round(when.timestamp() * 1000)
+        return False
+
+
+def install_guard(web_app: web.Application, settings: Settings) -> None:
+    """Read-token checks on every non-public, non-ingest route, and the security headers on every response."""
+    tokens = settings.read_token_list()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not tokens or access_class(request.path) != "read":
+            return await handler(request)
+        wallboard = request.path == WALLBOARD or request.path.startswith(WALLBOARD + "/")
+        given = bearer(request.headers)
+        if wallboard:  # a browser page and its EventSource cannot send headers
+            given += [v for v in (request.query.get("token"), request.cookies.get(COOKIE)) if v]
+        found = match_token(tokens, given)
+        if found is None:
+            challenge = {"WWW-Authenticate": 'Bearer realm="ccmon"'}
+            if wallboard:
+                return web.Response(status=401, text="401: this wallboard needs a read token: open "
+                                    "/wallboard?token=<one of CCMON_READ_TOKENS>\n", headers=challenge)
+            return json_error("this endpoint needs a read token: send Authorization: Bearer <one of "
+                              "CCMON_READ_TOKENS> (ingest tokens cannot read)", 401, **challenge)
+        resp = await handler(request)
+        if request.path == WALLBOARD and resp.status == 200:
+            resp.set_cookie(COOKIE, found, path=WALLBOARD, httponly=True, samesite="Strict")
+        return resp
+
+    async def headers(request: web.Request, resp: web.StreamResponse) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            resp.headers.setdefault(name, value)
+        resp.headers.setdefault("Cache-Control", "no-store")
+
+    web_app.middlewares.append(guard)
+    web_app.on_response_prepare.append(headers)
 
 
 def register_web(app: faust.App, store: Store, alerts: AlertService | None = None,
@@ -49,37 +153,30 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
               alerts, consuming=lambda: ready["consuming"])
     if alerts is not None:
         alerts.on_commit.append(hub.trigger.set)
-
-    def denied() -> web.Response:
-        return web.Response(status=401, text="401: this wallboard needs its token: open /wallboard?token=…\n",
-                            headers=SECURITY_HEADERS)
+    install_guard(app.web.web_app, settings)
 
     @app.page("/wallboard")
     async def wallboard(view: Any, request: Any) -> Any:
         """The live wallboard page (``?queues=a,b``, ``?tv=1``, ``?view=agents``)."""
-        if not token_ok(settings.wallboard_token, request.query, request.headers):
-            return denied()
         return web.Response(body=asset("index.html"), content_type="text/html", charset="utf-8",
-                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+                            headers={"Cache-Control": "no-cache"})
 
     @app.page("/wallboard/app.js")
     async def wallboard_js(view: Any, request: Any) -> Any:
         """The page's script."""
         return web.Response(body=asset("app.js"), content_type="text/javascript", charset="utf-8",
-                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+                            headers={"Cache-Control": "no-cache"})
 
     @app.page("/wallboard/app.css")
     async def wallboard_css(view: Any, request: Any) -> Any:
         """The page's style sheet."""
         return web.Response(body=asset("app.css"), content_type="text/css", charset="utf-8",
-                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+                            headers={"Cache-Control": "no-cache"})
 
     @app.page("/wallboard/stream")
     async def wallboard_stream(view: Any, request: Any) -> Any:
         """Server-Sent Events: a snapshot message at least every second and right after commits."""
-        if not token_ok(settings.wallboard_token, request.query, request.headers):
-            return denied()
-        resp = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream",
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         screen = hub.subscribe()
@@ -105,7 +202,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
         try:
             at = parse_instant(request.query["at"]) if request.query.get("at") else None
         except ValueError as exc:
-            return view.json({"error": str(exc)}, status=400)
+            return json_error(str(exc), 400)
         try:
             with gc_paused():  # until the snapshot is encoded and dropped (ccmon/gcpause.py)
                 return view.json(await store.snapshot(now_ms=at, only=only))
@@ -118,7 +215,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
     mappings: dict[str, Any] = {}
 
     def ingest_error(status: int, message: str, **headers: str) -> web.Response:
-        return web.json_response({"error": message}, status=status, headers={**SECURITY_HEADERS, **headers})
+        return json_error(message, status, **headers)
 
     async def read_limited(request: Any) -> bytes | None:
         """The body, or None when it is over the limit (without reading all of it)."""
@@ -134,7 +231,9 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             size += len(part)
         return None
 
-    async def ingest(request: Any, lines: Callable[[bytes], list[bytes]], source: str) -> web.Response:
+    async def ingest(request: Any, lines: Callable[[bytes], tuple[list[bytes], list[str]]],
+                     source: str) -> web.Response:
+        """Authorize, read, split (``lines``: the event lines and any mapping problems), validate and publish."""
         if not tokens and not settings.ingest_open:
             return ingest_error(401, "ingest is closed: set CCMON_INGEST_TOKENS (or CCMON_INGEST_OPEN=true for "
                                      "local use only)")
@@ -150,7 +249,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             return ingest_error(413, f"the body is larger than {settings.ingest_max_bytes} bytes "
                                      "(CCMON_INGEST_MAX_BYTES); send smaller NDJSON chunks")
         try:
-            split = lines(body)
+            split, problems = lines(body)
         except ValueError as exc:
             return ingest_error(400, str(exc))
         wait = limiter.take(key, len(split))
@@ -161,21 +260,28 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             return ingest_error(429, f"over {settings.ingest_rate:g} events/s for this token; retry later",
                                 **{"Retry-After": str(max(1, int(wait + 0.999)))})
         outcome = validate(split, source, settings.ingest_max_line)
+        if problems:  # a webhook the mapping could not (fully) turn into events: never dropped silently
+            detail = "; ".join(problems)
+            outcome.results.append({"line": None, "status": "rejected", "reason": "mapping_problem", "detail": detail})
+            outcome.dead.append(encode_dead_letter(make_dead_letter(body, "mapping_problem", detail, source)))
         if "p" not in publisher:
             publisher["p"] = await asyncio.to_thread(Publisher, settings, settings.kafka_bootstrap)
         try:
             await publish(publisher["p"], outcome)
         except CcmonError as exc:
             return ingest_error(503, f"{exc}; nothing is lost by retrying the same request (event ids dedup)")
+        if problems and not outcome.events:  # nothing of the payload could be used: the sender must hear of it
+            return ingest_error(400, f"{detail} (dead-lettered as mapping_problem)")
         status = 200 if outcome.accepted == len(outcome.results) else 207
-        return web.json_response(outcome.body(), status=status, headers=SECURITY_HEADERS)
+        return web.json_response(outcome.body(), status=status)
 
     @app.page("/api/events")
     class Events(View):
         """``POST`` one JSON event or NDJSON."""
 
         async def post(self, request: Any) -> Any:
-            return await ingest(request, lambda b: split_body(b, request.headers.get("Content-Type", "")), "http")
+            return await ingest(request, lambda b: (split_body(b, request.headers.get("Content-Type", "")), []),
+                                "http")
 
     @app.page("/api/webhooks/{mapping}")
     class Webhooks(View):
@@ -193,19 +299,17 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
                 m = mappings[mapping] = load_mapping(path)
             ctype = request.headers.get("Content-Type", "")
 
-            def lines(body: bytes) -> list[bytes]:
+            def lines(body: bytes) -> tuple[list[bytes], list[str]]:
                 payload = parse_body(body, ctype)  # ValueError -> 400 with the reason
                 events, problems = map_payload(m, payload)
-                if problems and not events:
-                    raise ValueError(f"mapping {mapping}: " + "; ".join(problems))
-                return [json.dumps(e).encode() for e in events]
+                return [json.dumps(e).encode() for e in events], problems
 
             return await ingest(request, lines, f"webhook:{mapping}")
 
     @app.page("/api/openapi.json")
     async def openapi(view: Any, request: Any) -> Any:
         """The OpenAPI description of this API."""
-        return web.json_response(openapi_document(), headers=SECURITY_HEADERS)
+        return web.json_response(openapi_document())
 
     @app.page("/api/alerts")
     async def api_alerts(view: Any, request: Any) -> Any:
@@ -236,7 +340,8 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             partitions: int | None = len(app.consumer.assignment())
         except Exception:  # noqa: BLE001 - no consumer yet during start-up
             partitions = None
-        body, content_type = render_worker(ready["consuming"], partitions, request.headers.get("Accept"))
+        body, content_type = render_worker(ready["consuming"], partitions, request.headers.get("Accept"),
+                                           store.down_since is None, store.errors)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     @app.page("/health")
@@ -245,7 +350,9 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
         try:
             status = await store.status()
         except StoreUnavailable as exc:
-            return view.json({"status": "error", "error": str(exc)}, status=503)
+            down = None if store.down_since is None else round(time.time() - store.down_since, 3)
+            return view.json({"status": "error", "error": str(exc), "consuming": ready["consuming"],
+                              "redis_down_seconds": down}, status=503)
         last = status["stats"].get("last_commit_ms")  # type: ignore[union-attr]
         age = None if last is None else round(time.time() - last / 1000, 3)
         return view.json(

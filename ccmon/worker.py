@@ -6,20 +6,42 @@ import asyncio
 import gc
 import logging
 import sys
+import time
+from typing import Callable, TypeVar
 
 import faust
+from kafka.errors import KafkaError
 
-from ccmon.errors import ConfigError
+from ccmon.errors import BrokerUnavailable, ConfigError, StoreUnavailable
 from ccmon.settings import Settings
 from ccmon.store import Store, redact_url
 from streams.topics import ensure_topics
 
 log = logging.getLogger("ccmon.worker")
+T = TypeVar("T")
+MAX_WAIT_STEP = 10.0  # seconds between start-up attempts, at most
+
+
+def until_up(attempt: Callable[[], T], what: str, fix: str = "") -> T:
+    """``attempt()`` until the service it needs answers: wait with backoff and say so, never exit and crash-loop."""
+    delay, started = 0.5, time.monotonic()
+    while True:
+        try:
+            result = attempt()
+        except (BrokerUnavailable, StoreUnavailable, KafkaError) as exc:
+            print(f"ccmon worker: waiting for {what}: {exc}{fix}; retrying in {delay:g}s (Ctrl-C stops)",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_WAIT_STEP)
+            continue
+        if delay > 0.5:
+            print(f"ccmon worker: {what} is up after {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+        return result
 
 
 def build_worker(settings: Settings) -> faust.Worker:
     """Check the services, create topics, reset recreated ones, and build the Faust worker."""
-    from agents.workers import register_agents
+    from agents.workers import register_agents, reset_recreated as reset_recreated_topics
     from ccmon.alerting import register_alerts
     from ccmon.web import register_web
     from streams.app import create_app
@@ -32,26 +54,22 @@ def build_worker(settings: Settings) -> faust.Worker:
     cfg = settings.metrics_config()
     alerts_cfg = settings.alerts_config()  # a bad alerts file stops the start, with its line numbers
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    topics = ensure_topics(settings, settings.kafka_bootstrap)
+    bootstrap = settings.kafka_bootstrap
+    topics = until_up(lambda: ensure_topics(settings, bootstrap), f"the Kafka broker at {bootstrap}")
     partitions = {topic: n for topic, (_tid, n) in topics.items()}
 
     async def reset_recreated() -> None:
-        store = Store(settings.redis_url, cfg)  # type: ignore[arg-type]
+        store = Store(settings.redis_url, cfg, settings.redis_options())  # type: ignore[arg-type]
         try:
             await store.ping()
-            for topic, (tid, n) in topics.items():
-                if await store.reset_if_recreated(topic, tid, n):
-                    log.error(
-                        "topic %s was recreated (new id %s; e.g. the memory-only broker restarted): "
-                        "its stored offsets and entity states were reset; counters already in Redis are kept",
-                        topic, tid,
-                    )
+            await reset_recreated_topics(store, topics)
         finally:
             await store.close()
 
-    asyncio.run(reset_recreated())
+    until_up(lambda: asyncio.run(reset_recreated()), f"Redis at {redact_url(settings.redis_url)}",
+             " (check CCMON_REDIS_URL)")
     app = create_app(settings, settings.kafka_bootstrap)
-    store = Store(settings.redis_url, cfg)
+    store = Store(settings.redis_url, cfg, settings.redis_options())
     register_agents(app, settings, store, cfg, partitions)
     service = register_alerts(app, settings, store, alerts_cfg)
     register_web(app, store, service, settings, partitions[settings.topic("agents")])
@@ -74,9 +92,12 @@ def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM."""
     worker = build_worker(settings)
     tune_gc()
+    from ccmon.web import access_summary
+
+    kafka_security = "" if settings.kafka_security_protocol == "PLAINTEXT" else f" ({settings.kafka_security_protocol})"
     print(
-        f"ccmon worker: kafka {settings.kafka_bootstrap}, redis {redact_url(settings.redis_url or '')}, "
-        f"http://{settings.http_host}:{settings.http_port} (/wallboard, /api/snapshot, /api/alerts, /metrics, /health)",
+        f"ccmon worker: kafka {settings.kafka_bootstrap}{kafka_security}, redis {redact_url(settings.redis_url or '')}, "
+        + "\n".join(access_summary(settings)),
         file=sys.stderr,
         flush=True,
     )

@@ -25,12 +25,24 @@ def _short_fetch_wait(self, transport):  # type: ignore[no-untyped-def]
 _driver.AIOKafkaConsumerThread._create_worker_consumer = _short_fetch_wait
 
 
+def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """Faust's form of CCMON_KAFKA_SECURITY_PROTOCOL and its SASL/TLS settings (None for PLAINTEXT)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(settings.kafka_ssl_context())
+    return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+                                 mechanism=settings.kafka_sasl_mechanism, ssl_context=settings.kafka_ssl_context())
+
+
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
     """A Faust app for ccmon; values stay raw bytes so one decoder handles whole batches."""
     session = settings.kafka_session_timeout
     return faust.App(
         settings.group_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
@@ -55,6 +67,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         web_tables_enabled=False,
         web_graph_enabled=False,
         web_router_enabled=False,
+        web_metrics_enabled=False,  # Faust's /performance/; ccmon's web layer also refuses unknown routes
         producer_acks=-1,
         producer_linger_ms=5,
     )

@@ -64,6 +64,7 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True, gc=Fals
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MAX_AGENT_QUEUES = 100  # queues one agent.state may name (a bound on what one event can make the worker do)
 
 # --------------------------------------------------------------------- calls
 
@@ -106,10 +107,14 @@ class CallTimedOut(CallEvent, tag="call.timed_out", frozen=True):
     """The call left the queue by max wait or overflow."""
 
 
+MAX_HOLD_SECONDS = 365 * 86_400  # a year: past any real call
+
+
 class CallEnded(CallEvent, tag="call.ended", frozen=True):
     """Talk ended."""
 
-    hold_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # Bounded so the core's millisecond arithmetic and state encoding (int64) cannot overflow on it.
+    hold_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_HOLD_SECONDS)] | None = None
 
 
 class CallWrapupCompleted(CallEvent, tag="call.wrapup_completed", frozen=True):
@@ -128,7 +133,7 @@ class AgentState(Event, tag="agent.state", frozen=True):
 
     agent_id: Id
     state: AgentStateName
-    queues: list[Name]
+    queues: Annotated[list[Name], msgspec.Meta(max_length=MAX_AGENT_QUEUES)]
     reason: str | None = None
     domain: ClassVar[str] = "agents"
     entity_field: ClassVar[str] = "agent_id"
@@ -215,11 +220,14 @@ class SurveyResponse(Event, tag="survey.response", frozen=True):
 # --------------------------------------------------------------------- KPIs
 
 
+MAX_KPI_VALUE = 1e12  # kept in millionths as a 64-bit integer (and changes between two values must fit too)
+
+
 class KpiSample(Event, tag="kpi.sample", frozen=True):
     """An external system's plain gauge (a daily churn figure, say); topic ``<prefix>kpis``, key ``name``."""
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
-    value: float
+    value: Annotated[float, msgspec.Meta(ge=-MAX_KPI_VALUE, le=MAX_KPI_VALUE)]
     queue: Name | None = None
     domain: ClassVar[str] = "kpis"
     entity_field: ClassVar[str] = "name"
@@ -275,7 +283,7 @@ Decoded = Union[Event, Rejected]
 _one = msgspec.json.Decoder(AnyEvent)
 _fast = msgspec.json.Decoder(Union[list[AnyEvent], AnyEvent])
 _raw_items = msgspec.json.Decoder(list[msgspec.Raw])
-_any = msgspec.json.Decoder()
+_top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -303,7 +311,11 @@ _ts_text = msgspec.json.Decoder(_TsText)
 
 
 def _decode_text_ts(raw: bytes) -> Decoded:
-    """An event whose ``ts`` is RFC 3339 text: converted to epoch seconds (to the ms), then decoded as usual."""
+    """An event whose ``ts`` is RFC 3339 text: converted to epoch seconds (to the ms), then decoded as usual.
+
+    Only the top-level ``ts`` is replaced; every other value keeps its original bytes (``msgspec.Raw``),
+    so the event decodes exactly as it would have with a numeric ``ts``. Decode errors propagate.
+    """
     try:
         when = _ts_text.decode(raw).ts
     except msgspec.ValidationError as exc:
@@ -311,12 +323,9 @@ def _decode_text_ts(raw: bytes) -> Decoded:
     ms = round(when.timestamp() * 1000)
     if not TS_MIN_S * 1000 <= ms < TS_MAX_S * 1000:
         return Rejected("invalid_ts", _TS_RANGE, raw)
-    obj = _any.decode(raw)
-    obj["ts"] = ms / 1000
-    try:
-        return _one.decode(msgspec.json.encode(obj))
-    except msgspec.ValidationError as exc:
-        return _rejected(str(exc), raw)
+    fields = _top_level.decode(raw)
+    fields["ts"] = msgspec.Raw(msgspec.json.encode(ms / 1000))
+    return _one.decode(msgspec.json.encode(fields))
 
 
 def _rejected(msg: str, raw: bytes) -> Rejected:
@@ -328,18 +337,28 @@ def _rejected(msg: str, raw: bytes) -> Rejected:
 
 
 def _decode_single(raw: bytes, limit: bool = True) -> Decoded:
-    """Decode bytes that must hold exactly one event object."""
+    """Decode bytes that must hold exactly one event object; never raises."""
     if limit and len(raw) > MAX_EVENT_BYTES:
         return Rejected("too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}", raw)
     try:
-        return _one.decode(raw)
+        try:
+            return _one.decode(raw)
+        except msgspec.ValidationError as exc:
+            if not str(exc).startswith("Expected `float`, got `str` - at `$.ts`"):
+                raise
+        return _decode_text_ts(raw)
     except msgspec.ValidationError as exc:
-        msg = str(exc)
-        if msg.startswith("Expected `float`, got `str` - at `$.ts`"):
-            return _decode_text_ts(raw)
-        return _rejected(msg, raw)
+        return _rejected(str(exc), raw)
     except msgspec.DecodeError as exc:
         return Rejected("invalid_json", f"not valid UTF-8 JSON: {exc}", raw)
+    except RecursionError:
+        return _too_deep(raw)
+
+
+def _too_deep(raw: bytes) -> Rejected:
+    """The reject for JSON nested past the interpreter's recursion limit (msgspec raises RecursionError)."""
+    return Rejected("too_deep", "JSON nested deeper than the decoder allows; events are flat objects "
+                                "(send at most a few levels of nesting)", raw)
 
 
 def decode_message(raw: bytes) -> list[Decoded]:
@@ -352,7 +371,7 @@ def decode_message(raw: bytes) -> list[Decoded]:
         return [_decode_single(raw)]
     try:
         value = _fast.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         pass  # slow path below finds which item is bad and why
     else:
         return value if isinstance(value, list) else [value]
@@ -363,6 +382,8 @@ def decode_message(raw: bytes) -> list[Decoded]:
         items = _raw_items.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return [Rejected("invalid_json", f"not a valid JSON array of events: {exc}", raw)]
+    except RecursionError:
+        return [_too_deep(raw)]
     return [_decode_single(bytes(item), limit=False) for item in items]
 
 
@@ -371,7 +392,7 @@ def split_message(raw: bytes) -> list[bytes]:
     if raw.lstrip()[:1] == b"[":
         try:
             return [bytes(item) for item in _raw_items.decode(raw)]
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             pass
     return [raw]
 

@@ -33,6 +33,7 @@ class Publisher:
                 max_request_size=2 * 1024 * 1024,
                 request_timeout_ms=15_000,
                 retries=5,
+                **settings.kafka_options(),
             )
         except KafkaError as exc:
             raise BrokerUnavailable(

@@ -19,7 +19,9 @@ def all_topics(settings: Settings) -> list[str]:
 def ensure_topics(settings: Settings, bootstrap: str) -> dict[str, tuple[str, int]]:
     """Create missing topics with ``settings.partitions`` partitions; return topic -> (topic id, partitions)."""
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ccmon-admin", request_timeout_ms=10_000)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ccmon-admin", request_timeout_ms=10_000,
+                                 bootstrap_timeout_ms=5_000,
+                                 **settings.kafka_options())
     except KafkaError as exc:
         raise BrokerUnavailable(
             f"cannot reach the Kafka broker at {bootstrap} ({exc}); check CCMON_KAFKA_BOOTSTRAP and that it is up"

@@ -20,7 +20,6 @@ where it stopped:
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -59,6 +58,9 @@ OPEN_CALL_SECONDS = 4 * 3600
 FINISHED_CALL_SECONDS = 3600
 IDLE_AGENT_SECONDS = 24 * 3600
 SWEEP_EVERY_SECONDS = 60
+# Far past any real epoch in seconds; a larger first field is not one (and would overflow the ms arithmetic).
+# Plausible-looking epochs outside 2000-2100 still map, and the contract validator refuses them (invalid_ts).
+MAX_EPOCH = 1e15
 
 
 def fit(value: str, limit: int) -> str:
@@ -137,7 +139,7 @@ class AsteriskMapper:
             ts = float(epoch)
         except ValueError:
             return self._malformed("invalid_epoch", f"the first field {epoch[:40]!r} is not epoch seconds")
-        if not math.isfinite(ts) or ts <= 0:
+        if not 0 < ts < MAX_EPOCH:  # also NaN and infinities
             return self._malformed("invalid_epoch", f"the first field {epoch[:40]!r} is not epoch seconds")
         if verb not in MAPPED_VERBS:
             self.skipped[verb or "(empty)"] += 1

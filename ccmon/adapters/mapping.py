@@ -120,7 +120,7 @@ def _resolve(payload: Any, text: str) -> Any:
         # Twilio sends TaskAttributes/WorkerAttributes as JSON text: a path may go into it.
         if isinstance(cur, str) and cur.lstrip()[:1] in ("{", "["):
             try:
-                cur = json.loads(cur)
+                cur = _json_loads(cur)
             except ValueError:
                 return _Missing(f"`{_show(here)}` is text that is not valid JSON, so `{text}` cannot be read")
         if isinstance(part, int):
@@ -223,6 +223,8 @@ def _convert(value: Any, kind: str) -> Any:
         number = float(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a number") from None
+    except OverflowError:  # an integer past the float range
+        raise ValueError(f"{_text(value)[:40]}… is not a finite number") from None
     if not math.isfinite(number):
         raise ValueError(f"{value!r} is not a finite number")
     # epoch_ms: epoch milliseconds (Twilio's TimestampMs) -> the contract's epoch seconds.
@@ -603,6 +605,18 @@ def load_mappings(directory: Union[str, Path]) -> dict[str, Mapping]:
     return mappings
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (RFC 8259)")
+
+
+def _json_loads(text: str) -> Any:
+    """Strict JSON: ``NaN``/``Infinity`` refused, and nesting past the recursion limit a ValueError, not a crash."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def parse_body(body: bytes, content_type: Optional[str]) -> dict[str, Any]:
     """A webhook body as a payload dict: JSON, or form fields (Twilio) as a flat dict of strings; raise ValueError."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
@@ -617,7 +631,7 @@ def parse_body(body: bytes, content_type: Optional[str]) -> dict[str, Any]:
         raise ValueError(f"unsupported content type {media!r}; send application/json or "
                          "application/x-www-form-urlencoded")
     try:
-        payload = json.loads(text)
+        payload = _json_loads(text)
     except ValueError as exc:
         raise ValueError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):

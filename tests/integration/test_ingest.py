@@ -13,8 +13,9 @@ from typing import Any, Optional
 
 import pytest
 
-from ccmon.services import stop
-from tests.integration.conftest import Env, wait_for, write_jsonl
+from streams import deadletter
+from tests.integration.conftest import Env, write_jsonl
+from tests.integration.test_bad_input import read_dead_letters
 from tests.integration.test_end_to_end import snapshot_and_oracle, traffic
 from tests.tools import require_tool
 
@@ -176,34 +177,6 @@ def test_kcat_produces_contract_events(env: Env) -> None:
     assert not any(k.startswith("rejected:") for k in env.stats())
 
 
-def test_backfill_after_flushall_reproduces_the_snapshot(env: Env) -> None:
-    proc, _ = env.start_worker()
-    now = time.time()
-    events = traffic(seed=6, now=now - 2, minutes=20, rate=900)
-    res = env.ccmon("send", str(write_jsonl(env.tmp / "events.jsonl", events)))
-    assert res.returncode == 0, res.stderr.decode()
-    env.wait_consumed(len(events), 120)
-    at = f"{time.time():.3f}"
-    before = json.loads(env.ccmon("metrics", "--json", "--at", at).stdout)
-    stop(proc)
-    env.redis().flushdb()
-    assert env.ccmon("metrics", "--json", "--at", at).stdout.strip() != json.dumps(before)
-    refused = env.ccmon("backfill")
-    assert refused.returncode != 0 and "--yes" in refused.stderr.decode()
-    res = env.ccmon("backfill", "--yes", timeout=300)
-    assert res.returncode == 0, res.stderr.decode()
-    assert "backfill done" in res.stdout.decode()
-    after = json.loads(env.ccmon("metrics", "--json", "--at", at).stdout)
-    assert after == before
-    # A worker started afterwards carries on from the rebuilt offsets: nothing is applied twice.
-    env.start_worker()
-    more = [{"event_id": "late1", "type": "call.offered", "ts": time.time(), "call_id": "z1", "queue": "sales"}]
-    assert env.ccmon("send", str(write_jsonl(env.tmp / "more.jsonl", more))).returncode == 0
-    wait_for(lambda: env.stats().get("consumed", 0) >= len(events) + 1, 60, "the new event")
-    time.sleep(1)
-    assert env.stats()["consumed"] == len(events) + 1
-
-
 def test_webhook_mapping_over_http(env: Env) -> None:
     root = Path(__file__).resolve().parents[2] / "deploy" / "mappings"
     env.extra_env = {"CCMON_INGEST_TOKENS": TOKEN, "CCMON_MAPPINGS_DIR": str(root)}
@@ -220,4 +193,11 @@ def test_webhook_mapping_over_http(env: Env) -> None:
     assert post(base + "/api/webhooks/nope", b"{}", ctype="application/json")[0] == 404
     status, body, _ = post(base + "/api/webhooks/zendesk", b"not json", ctype="application/json")
     assert status == 400 and body["error"]
+    # A payload no rule maps is answered 400 and kept in the dead-letter topic, never dropped silently.
+    unknown = json.dumps({"type": "zen:event-type:ticket.brand_new_thing", "id": "u1"}).encode()
+    status, body, _ = post(base + "/api/webhooks/zendesk", unknown, ctype="application/json")
+    assert status == 400 and "mapping_problem" in body["error"] and "not a zendesk webhook" in body["error"], body
+    (letter,) = read_dead_letters(env, 1)
+    assert letter.reason == "mapping_problem" and letter.stage == "webhook:zendesk"
+    assert deadletter.original_bytes(letter) == unknown
     env.wait_consumed(expected, 60)

@@ -65,6 +65,8 @@ def test_run_demo_serves_snapshot_and_stops_everything(tmp_path: Path) -> None:
         assert re.search(r"kafka\s+127\.0\.0\.1:\d+", text) and re.search(r"redis\s+redis://127\.0\.0\.1:\d+", text)
         endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
         assert endpoints["http"] == f"http://127.0.0.1:{port}"
+        mode = (tmp_path / "data" / "endpoints.json").stat().st_mode & 0o777
+        assert mode == 0o600, f"endpoints.json may hold a Redis password but is {oct(mode)}"
 
         def offered() -> int:
             snap = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/snapshot", timeout=2))

@@ -7,7 +7,6 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Iterator
 
 import pytest

@@ -23,6 +23,7 @@ from agents.core import (  # noqa: F401
     CUSTOM,
     GLOBAL,
     KPI,
+    KPI_HELD,
     KPI_SCALE,
     NPS_DETRACTORS,
     NPS_PROMOTERS,
@@ -292,7 +293,9 @@ def open_ticket_view(g: Counts) -> dict[str, object]:
 
 def kpi_view(g: Counts) -> dict[str, float]:
     """The latest KPI samples (stored in millionths)."""
-    return {k[len(KPI):]: v / KPI_SCALE for k, v in sorted(g.items()) if k.startswith(KPI)}
+    names = {k[len(KPI):] for k in g if k.startswith(KPI)}
+    names.update(k[len(KPI_HELD):] for k, v in g.items() if v and k.startswith(KPI_HELD))
+    return {name: g.get(KPI + name, 0) / KPI_SCALE for name in sorted(names)}
 
 
 def _sum(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from ccmon.settings import Settings, load_metrics_config, load_settings
+from ccmon.settings import SECRET_FIELDS, Settings, load_metrics_config, load_settings
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,8 @@ RULES_DIR = DEPLOY / "prometheus" / "rules"
 ALERTMANAGER_YML = DEPLOY / "alertmanager" / "alertmanager.yml"
 
 SERVICES = ("kafka", "redis", "ccmon", "prometheus", "alertmanager", "grafana")
-SETTINGS_VARS = {"CCMON_" + name.upper() for name in Settings.model_fields}
+SETTINGS_VARS = {"CCMON_" + name.upper() for name in Settings.model_fields} | {
+    f"CCMON_{name.upper()}_FILE" for name in SECRET_FIELDS}  # secrets may come from files
 
 _INTERP = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 

@@ -326,7 +326,7 @@ def traffic(draw):  # type: ignore[no-untyped-def]
             queue=draw(st.sampled_from(QUEUES)), agent_id=draw(st.sampled_from([None, "a1", "a2"])))
     for k in range(draw(st.integers(0, 5))):
         add(type="kpi.sample", ts=BASE_MS + draw(st.integers(0, 3 * 3600_000)),
-            name=draw(st.sampled_from(["churn", "nps_external"])), value=draw(st.sampled_from([0.5, 1.25, -3.0])),
+            name=draw(st.sampled_from(["churn", "nps_external"])), value=draw(st.sampled_from([0.5, 1.25, -3.0, 0.0])),
             queue=draw(st.sampled_from([None, "sales"])))
     events += [e for e in events if draw(st.integers(0, 5)) == 0]  # duplicate deliveries
     # Mostly time order with local shuffles (out of order within lateness), plus a few far-off stragglers.

@@ -55,6 +55,9 @@ def test_timestamps_accepted(ts: object, expected_ms: int) -> None:
         (json.dumps({"event_id": "s", "type": "survey.response", "ts": 1795428000, "survey_id": "s",
                      "kind": "nps", "score": -1, "queue": "q"}).encode(), "out_of_range"),
         (enc(pad="x" * 70_000), "too_large"),
+        (json.dumps({"event_id": "a", "type": "agent.state", "ts": 1795428000, "agent_id": "a", "state": "away",
+                     "queues": [f"q{i}" for i in range(101)]}).encode(), "invalid_field"),  # at most 100 queues
+        (enc(queue="q" * 129), "invalid_field"),  # names at most 128 characters
     ],
 )
 def test_rejects_carry_a_reason_and_the_original_bytes(raw: bytes, reason: str) -> None:

@@ -94,7 +94,10 @@ def test_redis_persistence_matches_compose(doc: str, compose: dict[str, Any]) ->
 
 
 def test_only_real_settings_and_deploy_paths(doc: str) -> None:
-    known = {"CCMON_" + name.upper() for name in Settings.model_fields}
+    from ccmon.settings import SECRET_FIELDS
+
+    known = {"CCMON_" + name.upper() for name in Settings.model_fields} | {
+        f"CCMON_{name.upper()}_FILE" for name in SECRET_FIELDS}
     for var in set(re.findall(r"CCMON_[A-Z_]+", doc)):
         assert var in known, f"{var} is not a setting in ccmon/settings.py"
     for path in set(re.findall(r"(?<![\w/])deploy/[\w./-]*\w", doc)):

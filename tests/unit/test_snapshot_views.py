@@ -69,7 +69,8 @@ raws = st.builds(
     max_wait_ms=st.fixed_dictionaries({w: st.one_of(st.none(), st.integers(0, 10**6))
                                        for w in ("15m", "30m", "1h", "today")}),
     gauges=st.dictionaries(st.sampled_from(["agents_available", "agents_on_call", "agents_wrap_up", "agents_away",
-                                            "agents_staffed", "kpi:churn", "kpi:nps", "tickets_open",
+                                            "agents_staffed", "kpi:churn", "kpi:nps", "kpi_n:churn", "kpi_n:nps",
+                                            "kpi_n:zero", "tickets_open",
                                             "tickets_open:status:open", "tickets_open:priority:low", "ztb", "zts",
                                             "ztd"]), st.integers(0, 40)),
     waiting=st.integers(0, 5),
