@@ -24,6 +24,10 @@ from streams.events import ENTITY_FIELD, EVENT_TYPES_OF, Event, Rejected, decode
 from streams.partitioning import partition_for
 
 log = logging.getLogger("ccmon.pipeline")
+# Retries through a store or broker outage double from 0.2 s up to this, so a service that is back is used again
+# within about this long; the error is logged when the outage starts and then every OUTAGE_LOG_EVERY seconds.
+RETRY_CAP = 2.0
+OUTAGE_LOG_EVERY = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class Pipeline:
         self.confirmed: dict[int, int] = {}
         self.read_range = read_range
         self.outage_since: Optional[float] = None
+        self._outage_logged = 0.0
         # Commit durations are known only after a commit, so each rides in the next one.
         self.pending_stats: Counter[str] = Counter()
 
@@ -123,11 +128,16 @@ class Pipeline:
                 continue
             except (StoreUnavailable, BrokerUnavailable) as exc:
                 self._drop(touched)  # the core mutated its working state: start again from Redis
+                now = asyncio.get_running_loop().time()
                 if self.outage_since is None:
-                    self.outage_since = asyncio.get_running_loop().time()
-                log.error("%s; retrying in %.1fs (nothing is acknowledged until it succeeds)", exc, backoff)
+                    self.outage_since = self._outage_logged = now
+                    log.error("%s; retrying every %.1f-%.0fs, nothing is acknowledged until it succeeds",
+                              exc, backoff, RETRY_CAP)
+                elif now - self._outage_logged >= OUTAGE_LOG_EVERY:
+                    self._outage_logged = now
+                    log.error("still failing after %.0fs: %s", now - self.outage_since, exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, RETRY_CAP)
                 continue
             except BaseException:
                 self._drop(touched)

@@ -70,7 +70,7 @@ def test_redis_outage_is_shown_retried_and_caught_up(stack: Stack, stack_env: En
     wait_for(lambda: "redis unavailable for" in run_log.read_text(), 30, "the status line to show the outage")
     time.sleep(max(0.0, outage - (time.monotonic() - stopped)))  # the outage lasts this long
     worker_log = (env.tmp / "data" / "logs" / "worker.log").read_text()
-    assert "retrying in" in worker_log and "nothing is acknowledged until it succeeds" in worker_log
+    assert "retrying every" in worker_log and "nothing is acknowledged until it succeeds" in worker_log
     assert run.poll() is None and "worker exited" not in run_log.read_text(), run_log.read_text()[-2000:]
 
     stack.start_redis()  # the same port and AOF
