@@ -54,6 +54,14 @@ def scale() -> float:
     return value
 
 
+
+def examples(n: int) -> Any:
+    """Hypothesis settings for ``n`` CI-size examples, times CCMON_FUZZ_SCALE (shared by the fuzz tests)."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=max(1, int(n * scale())), deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
 def seed_events() -> list[dict[str, Any]]:
     """Valid contract events: every type with its optional fields, then an hour of simulated traffic."""
     from streams.simulator import SimConfig, generate

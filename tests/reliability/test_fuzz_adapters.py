@@ -19,13 +19,13 @@ from urllib.parse import urlencode
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ccmon.adapters.asterisk import MAPPED_VERBS, AsteriskMapper
 from ccmon.adapters.mapping import Mapping, _parse_template, load_mapping, map_payload, parse_body, parse_path
 from streams.events import Rejected, decode_line
-from tests.reliability.fuzz_decoder import check_event, check_rejected, record, scale
+from tests.reliability.fuzz_decoder import check_event, check_rejected, examples, record
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE_LOG = (ROOT / "tests" / "data" / "asterisk" / "queue_log").read_text().splitlines()
@@ -36,12 +36,6 @@ SAMPLES = {name: [json.loads(p.read_text()) for p in sorted((ROOT / "deploy" / "
 MALFORMED = {"too_few_fields", "invalid_epoch", "missing_call_id", "missing_queue", "missing_agent"}
 tried: Counter[str] = Counter()  # inputs per hypothesis test
 spent: Counter[str] = Counter()  # seconds per test
-
-
-def examples(n: int) -> Any:
-    """Hypothesis settings for ``n`` CI-size examples, times CCMON_FUZZ_SCALE."""
-    return settings(max_examples=max(1, int(n * scale())), deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.config import MetricsConfig
@@ -29,6 +29,7 @@ from tests.reliability.fuzz_decoder import (
     T0,
     check_body,
     check_message,
+    examples,
     record,
     rfc3339,
     scale,
@@ -41,12 +42,6 @@ SEEDS = seed_events()
 SEED_BYTES = seed_messages()
 tried: Counter[str] = Counter()  # inputs per hypothesis test
 spent: Counter[str] = Counter()  # seconds per test
-
-
-def examples(n: int) -> Any:
-    """Hypothesis settings for ``n`` CI-size examples, times CCMON_FUZZ_SCALE."""
-    return settings(max_examples=max(1, int(n * scale())), deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="module", autouse=True)
