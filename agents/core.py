@@ -15,6 +15,7 @@ longer receive an on-time event, an unfinished one after its maximum age
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 from bisect import bisect_right
 import math
 from operator import attrgetter
@@ -1164,7 +1165,7 @@ OTHER = "other"  # where the events of label values beyond a cap count
 OTHER_QUEUE = OTHER
 
 
-class LabelCap:
+class LabelCap(ABC):
     """Which values of one sender-controlled label keep their name; every other one counts as ``other``.
 
     Values configured (queues in the YAML), and ``other`` itself, always keep their name. Any other value is
@@ -1187,13 +1188,13 @@ class LabelCap:
         self.kept: set[str] = {OTHER, *configured}
         self.full = False  # the admitted set is full, and ``kept`` holds all of it: no value needs asking
 
+    @abstractmethod
     def values(self, ev: Event) -> Iterable[str]:
         """The label values ``ev`` names."""
-        raise NotImplementedError
 
+    @abstractmethod
     def renamed(self, ev: Event) -> Event:
         """``ev`` with every value not kept replaced by ``other``."""
-        raise NotImplementedError
 
     def strangers(self, events: Sequence[Event]) -> list[str]:
         """Values in ``events`` not (yet) known to keep their name, in order of first appearance."""
