@@ -22,9 +22,11 @@ import math
 import os
 import sys
 import tempfile
+import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script from anywhere
@@ -203,6 +205,31 @@ def check_body(body: bytes, content_type: str, max_line: int = 65_536) -> None:
             assert original_bytes(letter) == line, "a dead letter must carry the whole rejected line"
         else:
             assert result["status"] == "accepted" and result["event_id"] and result["type"]
+
+
+def counted_inputs(name: str, timed: Callable[[str], bool] = lambda test: True) -> tuple[Any, ...]:
+    """For a fuzz test module: ``tried`` (inputs per test, counted by the tests), ``spent`` (seconds per test) and
+    the two autouse fixtures that time every test and ``record`` the module's totals as ``name`` (the seconds of
+    the tests ``timed`` accepts). Unpack all four into module globals so pytest finds the fixtures."""
+    import pytest
+
+    tried: Counter[str] = Counter()
+    spent: Counter[str] = Counter()
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _record_inputs() -> Iterator[None]:
+        yield
+        if tried:
+            seconds = sum(t for test, t in spent.items() if timed(test))
+            record(name, sum(tried.values()), seconds, by_test=dict(tried))
+
+    @pytest.fixture(autouse=True)
+    def _time_test(request: Any) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        spent[request.node.name] += time.monotonic() - start
+
+    return tried, spent, _record_inputs, _time_test
 
 
 def record(name: str, inputs: int, seconds: float, **extra: Any) -> None:

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
 import msgspec
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ccmon.adapters.asterisk import MAPPED_VERBS, AsteriskMapper
 from ccmon.adapters.mapping import Mapping, _parse_template, load_mapping, map_payload, parse_body, parse_path
 from streams.events import Rejected, decode_line
-from tests.reliability.fuzz_decoder import check_event, check_rejected, examples, record
+from tests.reliability.fuzz_decoder import check_event, check_rejected, counted_inputs, examples
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE_LOG = (ROOT / "tests" / "data" / "asterisk" / "queue_log").read_text().splitlines()
@@ -34,22 +31,8 @@ SAMPLES = {name: [json.loads(p.read_text()) for p in sorted((ROOT / "deploy" / "
                                                            .glob("*.json")) if not p.name.endswith(".expected.json")]
            for name in MAPPINGS}
 MALFORMED = {"too_few_fields", "invalid_epoch", "missing_call_id", "missing_queue", "missing_agent"}
-tried: Counter[str] = Counter()  # inputs per hypothesis test
-spent: Counter[str] = Counter()  # seconds per test
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _record_inputs() -> Iterator[None]:
-    yield
-    if tried:
-        record("hypothesis_adapters", sum(tried.values()), sum(spent.values()), by_test=dict(tried))
-
-
-@pytest.fixture(autouse=True)
-def _time_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    spent[request.node.name] += time.monotonic() - start
+# inputs and seconds per test, recorded as "hypothesis_adapters" (the fixtures are found by pytest here)
+tried, spent, _record_inputs, _time_test = counted_inputs("hypothesis_adapters")
 
 
 def validated(event: dict[str, Any]) -> None:

@@ -13,9 +13,8 @@ import re
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -29,6 +28,7 @@ from tests.reliability.fuzz_decoder import (
     T0,
     check_body,
     check_message,
+    counted_inputs,
     examples,
     record,
     rfc3339,
@@ -40,23 +40,8 @@ from tests.reliability.fuzz_decoder import (
 CFG = MetricsConfig()
 SEEDS = seed_events()
 SEED_BYTES = seed_messages()
-tried: Counter[str] = Counter()  # inputs per hypothesis test
-spent: Counter[str] = Counter()  # seconds per test
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _record_inputs() -> Iterator[None]:
-    yield
-    if tried:
-        hypothesis_seconds = sum(t for name, t in spent.items() if "atheris" not in name)
-        record("hypothesis_decoder", sum(tried.values()), hypothesis_seconds, by_test=dict(tried))
-
-
-@pytest.fixture(autouse=True)
-def _time_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    spent[request.node.name] += time.monotonic() - start
+# inputs and seconds per test, recorded as "hypothesis_decoder" (atheris records its own run)
+tried, spent, _record_inputs, _time_test = counted_inputs("hypothesis_decoder", lambda test: "atheris" not in test)
 
 
 # ----------------------------------------------------------------- strategies
