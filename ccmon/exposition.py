@@ -417,6 +417,14 @@ def snapshot_text(snapshot: View, status: View) -> bytes:
     # 0.0 and -0.0 are one key but two texts.
     floats: dict[float, str] = {}
 
+    def value_text(v: object) -> str:
+        text = floats.get(v) if type(v) is float and v else None  # type: ignore[call-overload]
+        if text is None:
+            text = num(v)
+            if type(v) is float and v:
+                floats[v] = text
+        return text
+
     # ---- lifetime counters and histograms
     counters: dict[str, list[str]] = {k: [] for k in TOTALS}
     totals_heads = [(k, name + "_total", factor, counters[k]) for k, (name, _, factor) in TOTALS.items()]
@@ -514,23 +522,13 @@ def snapshot_text(snapshot: View, status: View) -> bytes:
                 for key, name, append in value_names:
                     v = w[key]
                     if v is not None:
-                        text = floats.get(v) if type(v) is float and v else None
-                        if text is None:
-                            text = num(v)
-                            if type(v) is float and v:
-                                floats[v] = text
-                        append(f"{name}{labels}{text}\n")
+                        append(f"{name}{labels}{value_text(v)}\n")
                 for agent_id, a in w["surveys_by_agent"].items():
                     head = f'{{agent="{escaped.get(agent_id) or esc(agent_id)}",{tail}'
                     for key, name, append in agent_names:
                         v = a[key]
                         if v is not None:
-                            text = floats.get(v) if type(v) is float and v else None
-                            if text is None:
-                                text = num(v)
-                                if type(v) is float and v:
-                                    floats[v] = text
-                            append(f"{name}{head}{text}\n")
+                            append(f"{name}{head}{value_text(v)}\n")
                 occ = now.get(f"occupancy_{window}")
                 if occ is not None:
                     occupancy.append(f"ccmon_occupancy_ratio{labels}{num(occ)}\n")
