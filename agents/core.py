@@ -106,12 +106,20 @@ Counters = dict[tuple[str, Optional[int], str], int]
 Members = dict[tuple[str, str, Optional[int], str], int]
 
 
-@dataclass
-class Contribution:
-    """What one entity adds: counters by (queue, event time, field), sorted-set members with scores."""
+class Contribution(msgspec.Struct, gc=False):
+    """What one entity adds: counters by (queue, event time, field), sorted-set members with scores.
 
-    counters: Counters = field(default_factory=lambda: defaultdict(int))
-    members: Members = field(default_factory=dict)
+    Untracked by the cyclic GC (it holds only dicts of tuples and numbers): the tickets' memo keeps tens of
+    thousands of these, and the collector walking them was the worker's longest pauses.
+    """
+
+    counters: Counters = msgspec.field(default_factory=lambda: defaultdict(int))
+    members: Members = msgspec.field(default_factory=dict)
+
+    def kept(self) -> "Contribution":
+        """This contribution as a memo keeps it: counters in a plain dict, which a full collection can untrack
+        (it never untracks a ``defaultdict``)."""
+        return Contribution(dict(self.counters), self.members)
 
 
 EMPTY = Contribution()
@@ -328,7 +336,7 @@ class CallState(msgspec.Struct, omit_defaults=True, gc=False):
     """
 
     legs: dict[str, Leg] = {}
-    seen: list[str] = []
+    seen: tuple[str, ...] = ()  # a tuple, not a list: the collector stops tracking it, a list it walks forever
     first_ms: int = 0
     last_ms: int = 0
 
@@ -463,7 +471,7 @@ class CallsCore(BaseCore):
         elif step == "ended" and ev.hold_seconds is not None:  # type: ignore[attr-defined]
             leg.hold_ms = round(ev.hold_seconds * 1000)  # type: ignore[attr-defined]
         legs[queue] = leg
-        state.seen.append(eid)
+        state.seen += (eid,)
         if ts < state.first_ms:
             state.first_ms = ts
         elif ts > state.last_ms:
@@ -763,7 +771,7 @@ class AgentsCore(BaseCore):
 # ------------------------------------------------------------- surveys: state
 
 
-class SurveyRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+class SurveyRecord(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """The one response of a survey."""
 
     event_id: str = ""
@@ -833,7 +841,7 @@ def survey_fields(kind: str, score: int) -> dict[str, int]:
 # -------------------------------------------------------------- tickets: state
 
 
-class TicketRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+class TicketRecord(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """A ticket's events, sorted by time (their ids double as the dedup set)."""
 
     ticket_id: str = ""
@@ -904,7 +912,7 @@ class TicketsCore(BaseCore):
 # ----------------------------------------------------------------- KPIs: state
 
 
-class KpiRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+class KpiRecord(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """The latest sample of one KPI per queue (``""``: no queue): (ts_ms, event_id, value in millionths)."""
 
     name: str = ""
@@ -1130,7 +1138,7 @@ def apply_batch(
             after = contributions(st, cfg)
             deltas.add(before[k], after, cfg)
             if compact is None:
-                memo[k] = after
+                memo[k] = after.kept()
                 if len(memo) > MEMO_SIZE:
                     del memo[next(iter(memo))]
         if compact is not None:
