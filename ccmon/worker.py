@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import sys
+import threading
 import time
 from typing import Callable, TypeVar
 
@@ -88,10 +90,37 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+TRIM_EVERY = 5.0  # seconds between returns of freed heap memory to the system
+
+
+def start_heap_trimmer(every: float = TRIM_EVERY) -> bool:
+    """Hand freed heap memory back to the system every ``every`` seconds, on glibc (False elsewhere).
+
+    A fast stream makes the Kafka client, Faust and the batch path allocate large short-lived buffers. glibc
+    keeps what they free in its arenas, so the worker's RSS climbed with the event rate (265 -> 392 MiB over
+    10M events at ~29k events/s) while the state it holds stayed flat. ``malloc_trim`` returns those free
+    pages. It runs in its own thread: ctypes releases the GIL for the call, so the event loop goes on.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only; musl and macOS have no malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            trim(0)
+
+    threading.Thread(target=loop, name="ccmon-heap-trim", daemon=True).start()
+    return True
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM."""
     worker = build_worker(settings)
     tune_gc()
+    start_heap_trimmer()
     from ccmon.web import access_summary
 
     kafka_security = "" if settings.kafka_security_protocol == "PLAINTEXT" else f" ({settings.kafka_security_protocol})"
