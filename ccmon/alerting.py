@@ -21,6 +21,7 @@ from alerts.config import AlertsConfig
 from alerts.engine import AlertState, Notification, evaluate, queues_of
 from ccmon.alert_store import AlertStore, state_field
 from ccmon.errors import StoreUnavailable
+from ccmon.gcpause import gc_paused
 from ccmon.notify import DeliveryError, Notifier, generic_body
 from ccmon.store import Store
 
@@ -67,7 +68,10 @@ class AlertService:
         """One pass over every rule and queue; returns the notifications queued (empty without the lease)."""
         if self.token is None:
             return []
-        now_ms = int(self.clock() * 1000)
+        with gc_paused():  # the whole snapshot lives through the evaluation (ccmon/gcpause.py)
+            return await self._evaluate(int(self.clock() * 1000))
+
+    async def _evaluate(self, now_ms: int) -> list[Notification]:
         snapshot = await self.store.snapshot(now_ms=now_ms)
         status = await self.store.status()
         stored = await self.astore.states()
