@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import gc
-import threading
 
 from agents.config import MetricsConfig
 from agents.core import CORES, BatchResult, PartitionState, apply_batch
-from ccmon.worker import start_heap_trimmer
+from ccmon.worker import tune_malloc
 from streams.events import Event, event_from_dict
 from streams.simulator import SimConfig, generate
 
@@ -41,7 +40,5 @@ def test_held_entity_states_and_the_ticket_memo_are_invisible_to_the_cyclic_gc()
         assert not gc.is_tracked(contribution.counters)
 
 
-def test_the_heap_trimmer_runs_in_its_own_daemon_thread_on_glibc() -> None:
-    assert start_heap_trimmer(every=3600.0)  # this machine is Debian: glibc has malloc_trim
-    trimmers = [t for t in threading.enumerate() if t.name == "ccmon-heap-trim"]
-    assert trimmers and all(t.daemon for t in trimmers)
+def test_glibc_keeps_a_fixed_mmap_threshold_in_the_worker() -> None:
+    assert tune_malloc()  # this machine is Debian: glibc's mallopt takes both parameters
