@@ -72,7 +72,7 @@ class AlertService:
             return await self._evaluate(int(self.clock() * 1000))
 
     async def _evaluate(self, now_ms: int) -> list[Notification]:
-        snapshot = await self.store.snapshot(now_ms=now_ms)
+        snapshot = await self.store.snapshot(now_ms=now_ms, rollup_all=False)  # no rule reads the all-queues roll-up
         status = await self.store.status()
         stored = await self.astore.states()
         changed: list[AlertState] = []
