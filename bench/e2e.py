@@ -414,6 +414,9 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             t = threading.Thread(target=poller, daemon=True)
             t.start()
             step = 0.02
+            who = {"worker": proc.pid, "broker": stack.emb.procs[0].pid, "redis": stack.emb.procs[-1].pid,
+                   "harness": os.getpid()}
+            cpu_at_start = {k: cpu_seconds(pid) for k, pid in who.items()}
             start = time.time()
             n = probes = 0
             next_probe = start
@@ -436,6 +439,8 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 status(f"latency: {n:,} events sent ({n / max(1e-9, time.time() - start):,.0f}/s), "
                        f"{len(seen)}/{probes} probes seen")
                 time.sleep(max(0.0, step - (time.time() - tick)))
+            # Each process's share of one core while traffic was sent: this machine has two for all four.
+            cpu = {k: round((cpu_seconds(pid) - cpu_at_start[k]) / (time.time() - start) * 100) for k, pid in who.items()}
             deadline = time.time() + 30
             while len(seen) < probes and time.time() < deadline:
                 time.sleep(0.05)
@@ -452,7 +457,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             elapsed = time.time() - start
             return {"rate_target": rate, "rate_sent": n / seconds, "probes": probes,
                     "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99), "max_ms": max(lat),
-                    "poll_ms": poll * 1000, "seconds": elapsed}
+                    "poll_ms": poll * 1000, "seconds": elapsed, "cpu_percent": cpu}
         finally:
             stack.close()
 

@@ -95,6 +95,8 @@ def main() -> None:
         show(f"latency ts → /api/snapshot at {lat['rate_sent']:,.0f} ev/s, p50 ({lat['probes']} probes)",
              f"{lat['p50_ms']:,.0f} ms", "< 100 ms")
         show("latency p99", f"{lat['p99_ms']:,.0f} ms", "< 500 ms")
+        show("CPU during the latency run, % of one core: worker / broker / Redis / this harness",
+             " / ".join(str(lat["cpu_percent"][k]) for k in ("worker", "broker", "redis", "harness")), "")
     if "memory" in only:
         mem = e2e.memory(mem_n, max(1, mem_n // 10))
         samples = mem["samples"]
