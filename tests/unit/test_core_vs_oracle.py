@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from typing import Optional
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents import core as core_module
 from agents.business_hours import parse_calendar
 from agents.config import CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
 from agents.config import day_of
@@ -352,6 +354,22 @@ def test_streaming_core_equals_oracle(raw, partitions, sizes, now_offset, seed):
     assert all(isinstance(e, Event) for e in events)
     now = BASE_MS + now_offset
     assert stream(events, partitions, sizes, now, random.Random(seed)) == compute(events, CFG, now, partitions)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=traffic(),
+    partitions=st.integers(1, 3),
+    sizes=st.lists(st.integers(1, 9), max_size=40),
+    now_offset=st.integers(-600_000, 5 * 3600_000),
+    seed=st.integers(0, 1000),
+)
+def test_compacting_the_due_heap_after_every_batch_changes_nothing(raw, partitions, sizes, now_offset,  # type: ignore[no-untyped-def]
+                                                                    seed):
+    events = [event_from_dict(d) for d in raw]
+    now = BASE_MS + now_offset
+    with patch.multiple(core_module, HEAP_STALE_FACTOR=0, HEAP_SLACK=0):  # any entry at all: compact
+        assert stream(events, partitions, sizes, now, random.Random(seed)) == compute(events, CFG, now, partitions)
 
 
 def test_arrival_order_within_lateness_does_not_matter() -> None:
