@@ -98,10 +98,11 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD) -> bool:
 
     glibc raises the threshold up to 32 MiB each time a large mmapped block is freed. After that, the
     Kafka client's and the batch path's multi-MiB buffers come from the heap, and freeing them leaves
-    high-water that the heap keeps. The worker's RSS then climbed with the event rate (265 -> 392 MiB over
-    10M events at ~29k events/s) while the state it holds stayed flat. A fixed threshold (with the trim
-    threshold fixed too, as setting either does) costs one mmap/munmap per large buffer. A periodic
-    ``malloc_trim`` did the same job but held the heap's lock for ~0.4 s each time.
+    high-water that the heap keeps. The worker's RSS climbed with the event rate (265 -> 392 MiB over 10M
+    events at ~29k events/s) while the state it holds stayed flat; with the threshold fixed, 251 -> 303 MiB
+    (docs/performance.md has what is left). A fixed threshold (the trim threshold is fixed too, as setting
+    either does) costs one mmap/munmap per large buffer. A periodic ``malloc_trim`` did about as well but
+    took ~0.4 s per call, in 6% of the worker's py-spy samples.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt  # glibc only; musl and macOS have none of these parameters
