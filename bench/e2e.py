@@ -9,8 +9,8 @@ figures. ``bench/run.py`` calls them and writes the table; each can also run alo
 from __future__ import annotations
 
 import argparse
-import http.client
 import asyncio
+import http.client
 import json
 import os
 import subprocess
@@ -21,7 +21,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -373,7 +373,7 @@ def _stampable(traffic: Iterable[tuple[Event, bytes]]) -> list[tuple[Event, byte
 
 
 def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
-            profile: Optional[Path] = None) -> dict[str, float]:
+            profile: Optional[Path] = None) -> dict[str, Any]:
     """Event ``ts`` to visibility in ``/api/snapshot`` at a steady ``rate`` of simulated traffic.
 
     Every 100 ms one ``call.blocked`` probe (queue ``probe``, ts = the moment it is sent) rides along
