@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from agents.config import MetricsConfig
-from agents.pipeline import Message, Pipeline
+from agents.pipeline import OUTAGE_LOG_EVERY, RETRY_CAP, Message, Pipeline
 from ccmon.errors import BrokerUnavailable, StoreUnavailable
 from ccmon.settings import Settings
 from ccmon.store import Store
@@ -135,14 +135,17 @@ def resume_where_redis_is(app: faust.App, store: Store, topics: set[str]) -> Non
 
 async def _rewind_later(app: faust.App, store: Store, tps: set[TP], generation: int) -> None:
     """Retry :func:`rewind` with backoff, then resume ``tps``; a newer rebalance makes this moot."""
-    delay = 0.5
+    delay, waited, logged = 0.5, 0.0, 0.0
     while app.consumer_generation_id == generation and not app.should_stop:
         await asyncio.sleep(delay)
+        waited += delay
         try:
             await rewind(app.consumer, store, tps)
-        except Exception as exc:  # noqa: BLE001 - still away: keep waiting
-            log.error("still cannot compare the offsets Redis holds with Kafka's (%s); retrying in %.0fs", exc, delay)
-            delay = min(delay * 2, 10.0)
+        except Exception as exc:  # noqa: BLE001 - still away: keep waiting, as the batch path does (RETRY_CAP)
+            if waited - logged >= OUTAGE_LOG_EVERY:
+                logged = waited
+                log.error("still cannot compare the offsets Redis holds with Kafka's after %.0fs: %s", waited, exc)
+            delay = min(delay * 2, RETRY_CAP)
             continue
         if app.consumer_generation_id == generation:
             app.consumer.resume_partitions(tps)
