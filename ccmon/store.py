@@ -56,6 +56,9 @@ return {0, kept}
 """
 TP = tuple[str, int]  # (topic, partition)
 READ_CHUNK = 20  # queues per read script call: each call is short, so commits are not held up
+# hiredis parses a reply, then moves the rest of its buffer to the front: fed 1 MiB at once, a snapshot's parse
+# takes twice as long as fed in slices of this size (bench/scrape.py's replies: 42 ms, against 21 ms).
+FEED_BYTES = 64 * 1024
 WINDOW_SUMS = "ws"  # key kind of a queue's rolling-window segment sums (read.lua)
 WINDOW_WAITS = "wz"  # key kind of the longest wait of each bucket in a queue's window-sums range (read.lua)
 WINDOW_SUMS_TTL = 3600  # a queue's segment sums are rebuilt from the buckets at least this often...
@@ -419,11 +422,12 @@ class Store:
                         data = await stream.read(1 << 20)
                         if not data:
                             raise RedisConnectionError("Redis closed the connection during a snapshot read")
-                        parser.feed(data)
-                        reply = parser.gets()
-                        while reply is not False:
-                            out.append(reply)
+                        for start in range(0, len(data), FEED_BYTES):
+                            parser.feed(data, start, min(FEED_BYTES, len(data) - start))
                             reply = parser.gets()
+                            while reply is not False:
+                                out.append(reply)
+                                reply = parser.gets()
                         if consume is not None:
                             consume(out)
             clean = True
