@@ -131,6 +131,7 @@ class Stack:
     group: str = "bench"
     workers: list[subprocess.Popen] = field(default_factory=list)
     config_yaml: str = CONFIG_YAML
+    produced: int = 0  # events published so far by ``produce``
 
     def __post_init__(self) -> None:
         self.emb = start_embedded(self.root)
@@ -175,10 +176,12 @@ class Stack:
             buf.append(item)
             if len(buf) >= chunk:
                 n += pub.publish(buf)
+                self.produced = n
                 buf = []
                 status(f"produced {n:,} events ({n / (time.monotonic() - t0):,.0f}/s)")
         if buf:
             n += pub.publish(buf)
+        self.produced = n
         pub.close()
         return n
 
@@ -475,7 +478,7 @@ def memory(total: int, every: int = 1_000_000) -> dict[str, object]:
             wait_assigned(stack, [base], [proc])
             producer = threading.Thread(target=stack.produce, args=(events(total, mix=MEMORY_MIX),), daemon=True)
             producer.start()
-            samples: list[tuple[int, float, dict[str, int]]] = []  # (events, RSS MiB, held entities per domain)
+            samples: list[tuple[int, float, dict[str, int], int]] = []  # (events, RSS MiB, held per domain, backlog)
             r = stack.redis()
             state_keys = {d: [f"ccmon:state:{stack.settings.topic(d)}:{p}" for p in range(stack.partitions)]
                           for d in ("calls", "tickets", "agents")}
@@ -486,9 +489,11 @@ def memory(total: int, every: int = 1_000_000) -> dict[str, object]:
                     raise RuntimeError(f"the worker exited with {proc.returncode}; see {stack.root}/*.log")
                 if got >= mark:
                     held = {d: sum(r.hlen(k) for k in keys) for d, keys in state_keys.items()}
-                    samples.append((mark, rss_mib(proc.pid), held))
-                    status(f"memory: {mark:,} events committed, worker RSS {samples[-1][1]:.0f} MiB, held "
-                           + ", ".join(f"{n:,} {d}" for d, n in held.items()))
+                    # Published but not yet committed: what the worker may hold in its fetch and stream buffers.
+                    backlog = max(0, stack.produced - got)
+                    samples.append((mark, rss_mib(proc.pid), held, backlog))
+                    status(f"memory: {mark:,} events committed, worker RSS {samples[-1][1]:.0f} MiB, backlog "
+                           f"{backlog:,} events, held " + ", ".join(f"{n:,} {d}" for d, n in held.items()))
                     mark += every
                 else:
                     time.sleep(0.05)

@@ -106,6 +106,8 @@ def main() -> None:
         show("RSS growth first → last", f"{mem['growth'] * 100:+.1f}%", "within ±10%")
         rss = [s[1] for s in samples]
         show("worker RSS over the run, min – max", f"{min(rss):,.0f} – {max(rss):,.0f} MiB", "")
+        show("events published but not yet committed at the samples, max (the producer shares the machine)",
+             f"{max(s[3] for s in samples):,}", "")
         held = samples[-1][2]
         show("held entities at the end (calls / tickets / agents)",
              f"{held['calls']:,} / {held['tickets']:,} / {held['agents']:,}", "steady")
