@@ -57,8 +57,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         # Messages a stream may hold unprocessed (Faust's default is 4096). ccmon's messages carry up to 1,000
-        # events each, so this bounds the worker's memory while it catches up on a backlog: two batches' worth.
-        stream_buffer_maxsize=2 * settings.batch_size,
+        # events (512 KiB) each, so this bounds what a worker holds of a backlog it is catching up on
+        # (docs/performance.md: 4,000 let the memory benchmark's worker grow with its backlog).
+        stream_buffer_maxsize=settings.stream_buffer,
         web_enabled=True,
         web_bind=settings.http_host,
         web_host=settings.http_host,
