@@ -47,6 +47,9 @@ CONFIG_YAML = "fcr_window: 1h\n"
 # stay 15 minutes for FCR, so open and held tickets level off within the first half million events.
 MEMORY_MIX = dict(MIX, ticket_time_scale=0.05)
 MEMORY_CONFIG_YAML = "fcr_window: 15m\n"
+# The memory run's steady rate: one worker sustains it while the producer shares the two cores, so the worker's
+# backlog, and what it buffers of it, stays alike from the first sample to the last. ``--rate 0``: unpaced.
+MEMORY_RATE = 20_000.0
 
 
 def status(text: str) -> None:
@@ -168,8 +171,8 @@ class Stack:
         """Events the workers have committed to Redis."""
         return int(self.redis().hget("ccmon:stats", "consumed") or 0)
 
-    def produce(self, items: Iterator[tuple[Event, bytes]], chunk: int = 50_000) -> int:
-        """Publish events in batched messages, as ccmon's producers do."""
+    def produce(self, items: Iterator[tuple[Event, bytes]], chunk: int = 50_000, rate: Optional[float] = None) -> int:
+        """Publish events in batched messages, as ccmon's producers do; at most ``rate`` events/s when given."""
         pub = Publisher(self.settings, self.bootstrap)
         n, buf, t0 = 0, [], time.monotonic()
         for item in items:
@@ -178,6 +181,8 @@ class Stack:
                 n += pub.publish(buf)
                 self.produced = n
                 buf = []
+                if rate:
+                    time.sleep(max(0.0, t0 + n / rate - time.monotonic()))
                 status(f"produced {n:,} events ({n / (time.monotonic() - t0):,.0f}/s)")
         if buf:
             n += pub.publish(buf)
@@ -465,18 +470,19 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             stack.close()
 
 
-def memory(total: int, every: int = 1_000_000) -> dict[str, object]:
+def memory(total: int, every: int = 1_000_000, rate: Optional[float] = MEMORY_RATE) -> dict[str, object]:
     """A worker's resident set as it consumes ``total`` events at a steady entity population.
 
-    Events are produced while the worker consumes (as in production); RSS is read each time
-    another ``every`` events are committed.
+    Events are produced while the worker consumes (as in production), at ``rate`` events/s (None: as fast as the
+    producer can); RSS is read each time another ``every`` events are committed.
     """
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(tmp), config_yaml=MEMORY_CONFIG_YAML)
         try:
             proc, base = stack.start_worker("memory")
             wait_assigned(stack, [base], [proc])
-            producer = threading.Thread(target=stack.produce, args=(events(total, mix=MEMORY_MIX),), daemon=True)
+            producer = threading.Thread(target=stack.produce, args=(events(total, mix=MEMORY_MIX), 10_000, rate),
+                                        daemon=True)
             producer.start()
             samples: list[tuple[int, float, dict[str, int], int]] = []  # (events, RSS MiB, held per domain, backlog)
             r = stack.redis()
@@ -503,7 +509,7 @@ def memory(total: int, every: int = 1_000_000) -> dict[str, object]:
                 sizes = [len(v) for k in keys for v in r.hvals(k)]
                 states[domain] = (len(sizes), sum(sizes) / max(1, len(sizes)))
             first, last = samples[0][1], samples[-1][1]
-            return {"samples": samples, "growth": last / first - 1, "states": states}
+            return {"samples": samples, "growth": last / first - 1, "states": states, "rate": rate}
         finally:
             stack.close()
 
@@ -515,6 +521,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--rate", type=float, default=MEMORY_RATE, help="memory: events/s produced (0: unpaced)")
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
     args = ap.parse_args()
@@ -523,7 +530,7 @@ def main() -> None:
     elif args.scenario == "latency":
         print(json.dumps(latency(seconds=args.seconds, profile=args.profile), indent=2))
     else:
-        print(json.dumps(memory(args.events, max(1, args.events // 10)), indent=2))
+        print(json.dumps(memory(args.events, max(1, args.events // 10), args.rate or None), indent=2))
 
 
 if __name__ == "__main__":

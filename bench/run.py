@@ -100,6 +100,7 @@ def main() -> None:
     if "memory" in only:
         mem = e2e.memory(mem_n, max(1, mem_n // 10))
         samples = mem["samples"]
+        show("memory run: events/s published", f"{mem['rate']:,.0f}" if mem["rate"] else "unpaced", "")
         show(f"worker RSS at {samples[0][0]:,} events", f"{samples[0][1]:,.0f} MiB", "")
         show(f"worker RSS at {samples[-1][0]:,} events", f"{samples[-1][1]:,.0f} MiB",
              "flat within 10%")
