@@ -170,18 +170,19 @@ def _scan(c: Counts) -> _Scan:
     return scan_pairs(c.items())
 
 
-def scan_flat(flat: list[str]) -> _Scan:
+def scan_flat(flat: list[str], agents: bool = True) -> _Scan:
     """``_scan`` of a hash as Redis returns it (field, value, field, value...: values are decimal strings)."""
     it = iter(flat)
-    return scan_pairs(zip(it, map(int, it)))
+    return scan_pairs(zip(it, map(int, it)), agents)
 
 
-def scan_pairs(pairs: Iterable[tuple[str, int]]) -> _Scan:
-    """A window's counters, given as (field, value) pairs, sorted out."""
+def scan_pairs(pairs: Iterable[tuple[str, int]], agents: bool = True) -> _Scan:
+    """A window's counters, given as (field, value) pairs, sorted out; ``agents=False`` passes over each agent's
+    own fields (for a reader that shows no per-agent view)."""
     plain: dict[str, int] = {}
     blocked: list[tuple[str, int]] = []
     created: list[tuple[str, str, str, int]] = []
-    agents: dict[str, dict[str, int]] = {}
+    by_agent: dict[str, dict[str, int]] = {}
     kinds = _field_kinds
     for k, v in pairs:
         kind = kinds.get(k)
@@ -192,11 +193,12 @@ def scan_pairs(pairs: Iterable[tuple[str, int]]) -> _Scan:
             continue
         tag = kind[0]
         if tag == "a":
-            fields = agents.get(kind[1])  # type: ignore[arg-type]
-            if fields is None:
-                fields = agents[kind[1]] = {}  # type: ignore[index]
-            if kind[2] is not None:
-                fields[kind[2]] = v
+            if agents:
+                fields = by_agent.get(kind[1])  # type: ignore[arg-type]
+                if fields is None:
+                    fields = by_agent[kind[1]] = {}  # type: ignore[index]
+                if kind[2] is not None:
+                    fields[kind[2]] = v
             continue
         plain[k] = v
         if not v:
@@ -207,7 +209,7 @@ def scan_pairs(pairs: Iterable[tuple[str, int]]) -> _Scan:
             created.append((k, kind[1], kind[2], v))  # type: ignore[arg-type]
         else:
             _, dim, value = k.split(":", 2)  # malformed: fails as it always did
-    return _Scan(plain, blocked, created, agents)
+    return _Scan(plain, blocked, created, by_agent)
 
 
 def window_view(c: Counts, max_wait_ms: Optional[int], formula: str, cfg: MetricsConfig) -> dict[str, object]:
@@ -216,12 +218,12 @@ def window_view(c: Counts, max_wait_ms: Optional[int], formula: str, cfg: Metric
 
 
 def _window_view(c: Counts, scan: _Scan, max_wait_ms: Optional[int], formula: str,
-                 cfg: MetricsConfig) -> dict[str, object]:
+                 cfg: MetricsConfig, agents: bool = True) -> dict[str, object]:
     """``window_view`` from the counters' scan. One pass sorted out the prefixed fields; the rest are direct
     lookups. A scrape builds thousands of these, so nothing here scans the counters again or builds a key
     string per lookup."""
     get = c.get
-    blocked, created, agents = scan.blocked, scan.created, scan.agents
+    blocked, created = scan.blocked, scan.created
     answered, abandoned, timed_out = get(ANSWERED, 0), get(ABANDONED, 0), get(TIMED_OUT, 0)
     offered, blocked_n, short = get(OFFERED, 0), get(BLOCKED, 0), get(SHORT_ABANDONED, 0)
     handled, talk, acw = get(HANDLED, 0), get(TALK_MS, 0), get(ACW_MS, 0)
@@ -269,15 +271,16 @@ def _window_view(c: Counts, scan: _Scan, max_wait_ms: Optional[int], formula: st
         "fcr_rate": fcr_yes / (fcr_yes + fcr_no) if fcr_yes + fcr_no else None,
     }
     view.update(_survey(get))
-    by_agent = scan.agent_views
-    if by_agent is None:
-        by_agent = scan.agent_views = {}
-        for a in sorted(agents):
-            fields = agents[a]
-            fget = fields.get
-            if fget(_S_CSAT, 0) or fget(_S_NPS, 0) or fget(_S_CES, 0):
-                by_agent[a] = _survey(fget)
-    view["surveys_by_agent"] = by_agent
+    if agents:
+        by_agent = scan.agent_views
+        if by_agent is None:
+            by_agent = scan.agent_views = {}
+            for a in sorted(scan.agents):
+                fields = scan.agents[a]
+                fget = fields.get
+                if fget(_S_CSAT, 0) or fget(_S_NPS, 0) or fget(_S_CES, 0):
+                    by_agent[a] = _survey(fget)
+        view["surveys_by_agent"] = by_agent
     view["custom"] = custom_view(c, cfg) if cfg.custom_counters or cfg.custom_ratios else {}
     return view
 
@@ -529,7 +532,7 @@ def _sum(dicts: Iterable[Mapping[str, int]]) -> dict[str, int]:
 
 
 def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int,
-           scans: Optional[Mapping[str, list[_Scan]]] = None) -> dict[str, object]:
+           scans: Optional[Mapping[str, list[_Scan]]] = None, agents: bool = True) -> dict[str, object]:
     """All queues: counts summed, ratios recomputed from the sums (standard SL), never averaged.
 
     ``scans`` (window name -> the scan of every queue's counters, as ``build_snapshot`` made them) spares
@@ -577,7 +580,7 @@ def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int,
             fget = fields.get
             if fget(_S_CSAT, 0) or fget(_S_NPS, 0) or fget(_S_CES, 0):
                 by_agent[a] = _survey(fget)
-        view[name] = _window_view(c, scan, longest, "standard", cfg)
+        view[name] = _window_view(c, scan, longest, "standard", cfg, agents)
     return view
 
 
@@ -599,11 +602,12 @@ def custom_rollup(scans: Mapping[str, list[_Scan]], cfg: MetricsConfig) -> dict[
 
 
 def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int,
-                   rollup_all: bool = True) -> dict[str, object]:
+                   rollup_all: bool = True, agents: bool = True) -> dict[str, object]:
     """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>..., "totals"}}, "all": {...}}``.
 
     ``rollup_all=False`` leaves out the roll-up but its custom metrics (``all.<window>.custom``), which is all the
-    Prometheus exposition shows of it.
+    Prometheus exposition shows of it. ``agents=False`` leaves out every window's ``surveys_by_agent``, which no
+    alert rule reads.
     """
     queues: dict[str, object] = {}
     scans: dict[str, list[_Scan]] = {name: [] for name in cfg.window_names}
@@ -620,7 +624,7 @@ def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int
             scan = raw.scans.get(name) if raw.scans is not None else None
             if scan is None:
                 scan = _scan(c)
-            view[name] = _window_view(c, scan, raw.max_wait_ms.get(name), q.sl_formula, cfg)
+            view[name] = _window_view(c, scan, raw.max_wait_ms.get(name), q.sl_formula, cfg, agents)
             scans[name].append(scan)
         view["totals"] = totals_view(raw.totals, q)
         queues[queue] = view
@@ -629,7 +633,7 @@ def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int
     return {
         "generated_at": generated.replace("+00:00", "Z"),
         "queues": queues,
-        "all": rollup(raws, cfg, now_ms, scans) if rollup_all else custom_rollup(scans, cfg),
+        "all": rollup(raws, cfg, now_ms, scans, agents) if rollup_all else custom_rollup(scans, cfg),
         "kpis": kpi_view(glob.gauges),
     }
 
@@ -787,12 +791,12 @@ _GAUGE_PREFIXES = (AGENT_GAUGE, KPI, KPI_HELD, T.TICKETS_OPEN)
 
 
 def assemble(queues: Iterable[str], data: Mapping[str, QueueData], cfg: MetricsConfig, now_ms: int,
-             rollup_all: bool = True) -> dict[str, object]:
+             rollup_all: bool = True, agents: bool = True) -> dict[str, object]:
     """Turn the fetched segment sums into windows and build the snapshot (the reader's pure half)."""
     a = Assembler(cfg, now_ms)
     empty = QueueData()
     raws = {q: a.raw(q, data.get(q, empty)) for q in [*queues, GLOBAL]}
-    return build_snapshot(raws, cfg, now_ms, rollup_all)
+    return build_snapshot(raws, cfg, now_ms, rollup_all, agents)
 
 
 def add_ticket_members(sums: list[dict[str, int]], today: dict[str, int], queue: str,

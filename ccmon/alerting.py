@@ -72,7 +72,9 @@ class AlertService:
             return await self._evaluate(int(self.clock() * 1000))
 
     async def _evaluate(self, now_ms: int) -> list[Notification]:
-        snapshot = await self.store.snapshot(now_ms=now_ms, rollup_all=False)  # no rule reads the all-queues roll-up
+        # No rule reads the all-queues roll-up or an agent's survey view (alerts.engine.metric_value reads a window's
+        # numbers). At 50 queues of 60 agents, leaving the agents' views out took a read from 178 to 126 ms.
+        snapshot = await self.store.snapshot(now_ms=now_ms, rollup_all=False, agents=False)
         status = await self.store.status()
         stored = await self.astore.states()
         changed: list[AlertState] = []

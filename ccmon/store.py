@@ -439,9 +439,10 @@ class Store:
             await pool.release(conn)
 
     async def snapshot(self, now_ms: int | None = None, only: Iterable[str] | None = None,
-                       rollup_all: bool = True) -> dict[str, object]:
+                       rollup_all: bool = True, agents: bool = True) -> dict[str, object]:
         """The snapshot document at ``now_ms`` (wall clock by default); ``rollup_all=False`` leaves out the all-queues
-        roll-up but its custom metrics (all that ``/metrics`` shows of it)."""
+        roll-up but its custom metrics (all that ``/metrics`` shows of it), ``agents=False`` the per-agent survey
+        views (``build_snapshot``)."""
         wall_ms = int(self.clock() * 1000)
         now_ms = wall_ms if now_ms is None else now_ms
         queues = await self.queues()
@@ -501,17 +502,17 @@ class Store:
                 at = starts[i]
                 if mode == 2:
                     stored, longest = _range_and_longest(_checked(replies[at]), nspans)
-                    segments = [_segment(_checked(x)) for x in replies[at + 1:at + 1 + nspans]]
+                    segments = [_segment(_checked(x), agents) for x in replies[at + 1:at + 1 + nspans]]
                     at += 1 + nspans
                 else:
                     stored = meta
-                    segments, longest = _segments(_checked(script)[i % READ_CHUNK], nspans)  # type: ignore[assignment]
+                    segments, longest = _segments(_checked(script)[i % READ_CHUNK], nspans, agents)  # type: ignore[assignment]
                 if stored != meta or None in segments:
                     # Another reader moved the sums meanwhile, or a hash of them is lost (evicted, or expired before
                     # the others) or was recreated by a commit: rebuilt below.
                     stale.append(i)
                 else:
-                    d = _queue_data(replies, at, reads[i], segments, longest)  # type: ignore[arg-type]
+                    d = _queue_data(replies, at, reads[i], segments, longest, agents)  # type: ignore[arg-type]
                     raws[all_queues[i]] = assembler.raw(all_queues[i], d)
                 i += 1
             state[0] = i
@@ -528,10 +529,10 @@ class Store:
                     for j in range(0, len(stale), READ_CHUNK)]
             fresh = [x for r in await self._call(self._pipeline(redo)) for x in _checked(r)]
             for i, flat in zip(stale, fresh):
-                segments, longest = _segments(flat, nspans)
+                segments, longest = _segments(flat, nspans, agents)
                 raws[all_queues[i]] = assembler.raw(all_queues[i], _queue_data(replies, starts[i] + 1 + nspans, reads[i],
-                                                                               segments, longest))
-        return build_snapshot(raws, cfg, now_ms, rollup_all)
+                                                                               segments, longest, agents))
+        return build_snapshot(raws, cfg, now_ms, rollup_all, agents)
 
     async def agent_states(self, topic: str, partitions: int) -> list[dict[str, object]]:
         """Every agent's latest state (since, queues, reason), read from the agents topic's entity states."""
@@ -626,16 +627,17 @@ def _range_and_longest(flat: list, nspans: int) -> tuple[Optional[str], list[Opt
     return fields.get("@"), _longest(fields, nspans)
 
 
-def _segment(flat: list) -> Optional[_Scan]:  # type: ignore[type-arg]
+def _segment(flat: list, agents: bool = True) -> Optional[_Scan]:  # type: ignore[type-arg]
     """One segment's sums (read.lua), sorted out; None when the hash is not read.lua's (lost, or recreated by a
     commit since: it lacks read.lua's placeholder)."""
-    scan = scan_flat(flat)
+    scan = scan_flat(flat, agents)
     if scan.plain.pop("@", None) is None:
         return None
     return scan
 
 
-def _segments(flat: list, nspans: int) -> tuple[list[_Scan], list[Optional[int]]]:  # type: ignore[type-arg]
+def _segments(flat: list, nspans: int,  # type: ignore[type-arg]
+              agents: bool = True) -> tuple[list[_Scan], list[Optional[int]]]:
     """The sums read.lua computed and returned itself (modes 0 and 3): 'j|f' and 'm|j' fields."""
     lists: list[list[str]] = [[] for _ in range(nspans)]
     by_index = {str(j): seg for j, seg in enumerate(lists)}
@@ -649,14 +651,14 @@ def _segments(flat: list, nspans: int) -> tuple[list[_Scan], list[Optional[int]]
             seg.append(v)
         elif j == "m":
             maxima[f] = int(v)
-    return [scan_flat(seg) for seg in lists], _longest(maxima, nspans)
+    return [scan_flat(seg, agents) for seg in lists], _longest(maxima, nspans)
 
 
 def _queue_data(replies: list, at: int, r: _QueueReads, segments: list[_Scan],  # type: ignore[type-arg]
-                longest: list[Optional[int]]) -> QueueData:
+                longest: list[Optional[int]], agents: bool = True) -> QueueData:
     """One queue's replies from ``at`` on: day, day's wait top, gauges, totals, then (real queues) its sets."""
     day, day_wait, gauges, totals = (_checked(x) for x in replies[at:at + 4])
-    d = QueueData(segment_scans=segments, max_wait_ms=longest, day_scan=scan_flat(day),
+    d = QueueData(segment_scans=segments, max_wait_ms=longest, day_scan=scan_flat(day, agents),
                   day_max_wait_ms=int(float(day_wait[1])) if day_wait else None,
                   gauges=_pairs(gauges), totals=_pairs(totals))
     if r.live:

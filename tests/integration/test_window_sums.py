@@ -81,7 +81,20 @@ async def same(wired: Store, plain: Store, at_ms: int) -> dict[str, object]:
     wired.clock = lambda: at_ms / 1000
     got = await wired.snapshot()
     assert got == await plain.snapshot(now_ms=at_ms)
+    # The alert evaluator's read (no roll-up, no per-agent views), from the kept sums and from the buckets.
+    lean = lean_view(got)
+    assert await wired.snapshot(rollup_all=False, agents=False) == lean
+    assert await plain.snapshot(now_ms=at_ms, rollup_all=False, agents=False) == lean
     return got
+
+
+def lean_view(snap: dict) -> dict:  # type: ignore[type-arg]
+    """``snap`` as a read with ``rollup_all=False, agents=False`` returns it."""
+    queues = {q: {w: ({k: v for k, v in view.items() if k != "surveys_by_agent"} if isinstance(view, dict) else view)
+                  for w, view in qv.items()} for q, qv in snap["queues"].items()}
+    out = {**snap, "queues": queues, "all": {w: {"custom": snap["all"][w]["custom"]} for w in CFG.window_names}}
+    assert any("surveys_by_agent" in qv["today"] for qv in snap["queues"].values()), "no agent views to leave out"
+    return out
 
 
 def count_rebuilds(store: Store) -> dict[str, int]:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.config import CustomCounter, CustomRatio, MetricsConfig, QueueConfig
-from agents.snapshot import (QueueData, QueueRaw, _scan, assemble, build_snapshot, scan_flat, segment_bounds,
+from agents.snapshot import (QueueData, QueueRaw, _Scan, _scan, assemble, build_snapshot, scan_flat, segment_bounds,
                              totals_view, window_view)
 from tests.unit import snapshot_reference as ref
 
@@ -60,6 +60,8 @@ def test_a_hash_as_redis_returns_it_sorts_out_like_a_dict(flat: list) -> None:  
     as_dict = dict(flat)
     scan = scan_flat([x for k, v in as_dict.items() for x in (k, str(v))])
     assert scan == _scan(as_dict)
+    lean = scan_flat([x for k, v in as_dict.items() for x in (k, str(v))], agents=False)
+    assert lean == _Scan(scan.plain, scan.blocked, scan.created, {})
 
 
 raws = st.builds(
@@ -90,6 +92,11 @@ def test_build_snapshot_is_the_previous_one(queues: dict) -> None:  # type: igno
     partial = build_snapshot(queues, CFG, now, rollup_all=False)
     assert partial["queues"] == expected["queues"] and partial["kpis"] == expected["kpis"]
     assert partial["all"] == {w: {"custom": expected["all"][w]["custom"]} for w in CFG.window_names}  # type: ignore[index]
+    lean = build_snapshot(queues, CFG, now, rollup_all=False, agents=False)  # the alert evaluator's
+    assert lean["queues"] == {q: {w: {k: v for k, v in view.items() if k != "surveys_by_agent"}  # type: ignore[union-attr]
+                                  if w in CFG.window_names else view for w, view in qv.items()}  # type: ignore[union-attr]
+                              for q, qv in expected["queues"].items()}  # type: ignore[union-attr]
+    assert lean["all"] == partial["all"] and lean["kpis"] == expected["kpis"]
 
 
 @settings(max_examples=200, deadline=None)
