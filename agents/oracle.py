@@ -15,6 +15,9 @@ Rules, per partition of each topic (Kafka's default partitioner over
   last event plus the lateness; a later event with its id starts a new call;
 - a call not finished within ``call_max_age`` of its first event *expires*: it
   stops counting as waiting, and a later event with its id starts a new call;
+- a solved or closed ticket is forgotten once stream time is past its due (the lateness after its FCR window);
+  its facts still to come then count at their instants like any counter, while a kept ticket's count only once
+  their instant has come;
 - a repeated ``event_id`` within a call (or an agent) is ignored;
 - each leg follows one path (answered -> ended -> wrap-up, abandoned, timed out,
   or blocked) and records each step once; an event that breaks this is an
@@ -105,6 +108,7 @@ class Ticket:
 
     events: list[TicketEventTuple] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
+    final: bool = False  # forgotten (stream time past its due): its pending facts became counters
 
 
 @dataclass
@@ -151,6 +155,7 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
             if ticket is not None and now is not None:
                 due = ticket_due(ticket.events, cfg)
                 if due is not None and due < now:
+                    ticket.final = True
                     ticket = None  # solved or closed, its FCR window over: forgotten
             if ticket is None:
                 ticket = Ticket()
@@ -222,6 +227,11 @@ def replay(events: Iterable[Event], cfg: MetricsConfig, partitions: int) -> tupl
             home[ev.call_id] = where[1]
         out.applied.append(ev)
         stream[where] = ev.ts_ms if now is None else max(now, ev.ts_ms)
+    for ticket_id, ticket in open_tickets.items():
+        now = stream.get(("tickets", partition_for(ticket_id, partitions)))
+        due = ticket_due(ticket.events, cfg)
+        if due is not None and now is not None and due < now:
+            ticket.final = True  # the streaming path forgets it at the end of the batch that moved stream time
     for call_id, call in current.items():
         now = stream.get(("calls", home[call_id]))
         if not call.expired and not call.finished() and now is not None and call.first + max_age < now:
@@ -371,14 +381,16 @@ def compute(events: Iterable[Event], cfg: MetricsConfig, now_ms: int, partitions
         raws[queue].gauges["kpi:" + name] = round(ev.value * 1_000_000)
         raws[queue].gauges["kpi_n:" + name] = 1
     for ticket in outcome.tickets:
-        tf = ticket_facts(ticket.events, cfg)
+        tf = ticket_facts(ticket.events, cfg, final=ticket.final)
         facts += tf.counters
         for queue, name, n in tf.gauges:
             raws[queue].gauges[name] = raws[queue].gauges.get(name, 0) + n
         for kind, queue, score in tf.members:
+            if score > now_ms:
+                continue  # a fact at an instant still to come (a clock runs out at 17:00) counts from then on
             if kind in WINDOWED_MEMBERS:
                 facts.append((queue, score, WINDOWED_MEMBERS[kind], 1))
-            elif score <= now_ms:
+            else:
                 raws[queue].gauges[kind] = raws[queue].gauges.get(kind, 0) + 1
 
     width = cfg.bucket_seconds

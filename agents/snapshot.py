@@ -6,6 +6,7 @@ computed by one function from integer sums and the two paths compare exactly.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping, Optional
@@ -769,8 +770,8 @@ class Assembler:
         parts = d.segment_scans if d.segment_scans is not None else [_scan(seg) for seg in d.segments]
         spans = _cumulative_scans(parts, len(self.firsts))
         today = d.day_scan if d.day_scan is not None else _scan(d.day)
-        add_ticket_members([s.plain for s in spans], today.plain, queue, d.windowed_members, self.last, self.firsts,
-                           self.cfg, self.now_ms)
+        add_ticket_members([s.plain for s in spans], today.plain, queue, d.windowed_members, self.firsts, self.cfg,
+                           self.now_ms)
         for name, j in self.names:  # windows of the same length share their sums (nothing below writes to them)
             raw.windows[name] = spans[j].plain
             raw.scans[name] = spans[j]  # type: ignore[index]
@@ -800,27 +801,33 @@ def assemble(queues: Iterable[str], data: Mapping[str, QueueData], cfg: MetricsC
 
 
 def add_ticket_members(sums: list[dict[str, int]], today: dict[str, int], queue: str,
-                       members: Mapping[str, list[int]], last: int, firsts: tuple[int, ...], cfg: MetricsConfig,
+                       members: Mapping[str, list[int]], firsts: tuple[int, ...], cfg: MetricsConfig,
                        now_ms: int) -> None:
-    """Time-driven ticket facts count like counters at their instant: in each span whose window holds their
-    bucket (``sums``, one per span as ``segment_bounds`` orders them) and in ``today``."""
-    width = cfg.bucket_seconds
+    """Time-driven ticket facts count like counters at their instant, once it has come (a first-response clock
+    that runs out at 17:00 is not missed at 10:00): in each span whose window holds their bucket (``sums``, one
+    per span as ``segment_bounds`` orders them) and in ``today``. ``members``: each kind's scores, ascending."""
     q = cfg.queue(queue)
     day = day_of(now_ms, q)
-    spans = list(zip(firsts, sums))
-    # A local day lasts 25 hours at most, and the rolling windows are shorter: what is two days off counts nowhere.
-    lo, hi = min(now_ms - _TWO_DAYS_MS, firsts[-1] * 1000 if firsts else now_ms), now_ms + _TWO_DAYS_MS
+    lo = members_from(now_ms, firsts)
+    starts = [first * 1000 for first in firsts]  # a score at or after it is in a bucket the span holds
     for kind, name in T.WINDOWED_MEMBERS.items():
-        for score in members.get(kind, ()):
-            if not lo <= score <= hi:
-                continue
-            b = bucket_start(score, width)
-            if b <= last:
-                for first, w in spans:
-                    if b >= first:
-                        w[name] = w.get(name, 0) + 1
-            if day_of(score, q) == day:
-                today[name] = today.get(name, 0) + 1
+        scores = members.get(kind)
+        if not scores:
+            continue
+        end = bisect_right(scores, now_ms)  # a score after now has not happened yet (its bucket is <= last then)
+        for start, w in zip(starts, sums):
+            n = end - bisect_left(scores, start, 0, end)
+            if n:
+                w[name] = w.get(name, 0) + n
+        n = sum(1 for score in scores[bisect_left(scores, lo, 0, end):end] if day_of(score, q) == day)
+        if n:
+            today[name] = today.get(name, 0) + n
+
+
+def members_from(now_ms: int, firsts: tuple[int, ...]) -> int:
+    """The earliest score a read at ``now_ms`` can count. A local day lasts 25 hours at most, and the rolling
+    windows are shorter: what is two days old counts nowhere."""
+    return min(now_ms - _TWO_DAYS_MS, firsts[-1] * 1000 if firsts else now_ms)
 
 
 _TWO_DAYS_MS = 2 * 86400_000

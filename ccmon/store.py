@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError, TimeoutEr
 from agents.config import MetricsConfig, day_end_epoch, day_of
 from agents.core import GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING, Deltas, WindowKey
 from agents.snapshot import (DUE_SETS, OPEN_SETS, WINDOWED_SETS, Assembler, QueueData, QueueRaw, _Scan, build_snapshot,
-                             reader_spans, scan_flat, segment_bounds, segment_meta)
+                             members_from, reader_spans, scan_flat, segment_bounds, segment_meta)
 from ccmon.errors import StoreUnavailable
 from ccmon.settings import redact_url
 
@@ -370,7 +370,9 @@ class Store:
                                 + ([_pack("ZCARD", key((Z_WAITING, queue, ""))),
                                     _pack("ZRANGE", key((Z_WAITING, queue, "")), 0, 0, "WITHSCORES")]
                                    + [_pack("ZRANGE", key((k, queue, "")), 0, -1, "WITHSCORES")
-                                      for k in (*OPEN_SETS, *WINDOWED_SETS)] if live else [])),
+                                      for k in OPEN_SETS] if live else [])),
+                windowed=tuple(b"*5\r\n$13\r\nZRANGEBYSCORE\r\n" + _bulk(key((k, queue, "")))
+                               for k in WINDOWED_SETS) if live else (),
                 due=tuple(b"*4\r\n$6\r\nZCOUNT\r\n" + _bulk(key((k, queue, ""))) + b"$4\r\n-inf\r\n"
                           for k in DUE_SETS) if live else (),
                 live=live,
@@ -466,6 +468,8 @@ class Store:
         # these faster than read.lua could return them, and the reader decodes each queue while Redis answers the
         # next ones.
         now_arg = _bulk(str(now_ms))
+        # Windowed ticket facts: only those a read at now can count (members_from .. now), not the ones still to come.
+        facts_range = _bulk(str(members_from(now_ms, firsts))) + now_arg + _bulk("WITHSCORES")
         commands: list[bytes] = []
         scripts: list[bytes] = []
         script_at: list[int] = []  # where each chunk's script reply is
@@ -483,6 +487,8 @@ class Store:
                 commands.append(r.sums)
             commands.append(r.daily)
             commands.append(r.static)
+            if r.windowed:
+                commands.append(facts_range.join(r.windowed) + facts_range)
             if r.due:
                 commands.append(now_arg.join(r.due) + now_arg)
             sizes.append((1 + nspans if mode == 2 else 0) + (per_live if r.live else 4))
@@ -586,7 +592,8 @@ class _QueueReads:
 
     item: list[object]  # its read.lua item, but the range
     sums: bytes  # HGETALL of its window sums and of each segment's
-    static: bytes  # gauges, totals, then (real queues) the waiting set's size and first, the open-agent and ticket sets
+    static: bytes  # gauges, totals, then (real queues) the waiting set's size and first, and the open-agent sets
+    windowed: tuple[bytes, ...]  # ZRANGEBYSCORE of each windowed ticket set, but its range and WITHSCORES
     due: tuple[bytes, ...]  # ZCOUNT of each due ticket set up to now, but its last argument (the instant)
     live: bool
     day: str = ""

@@ -405,6 +405,18 @@ def test_arrival_order_within_lateness_does_not_matter() -> None:
         assert stream(shuffled, 2, [rng.randint(1, 4) for _ in range(10)], now, rng) == expected
 
 
+def test_a_ticket_fact_still_to_come_counts_nowhere_until_its_instant() -> None:
+    # An urgent ticket at 10:00 UTC, never answered: its 10-minute first-response clock runs out at 10:10.
+    created = 1795341600  # 2026-11-24 10:00:00 UTC
+    events = [event_from_dict({"event_id": "t", "type": "ticket.created", "ts": created, "ticket_id": "t1",
+                               "queue": "support", "channel": "email", "priority": "urgent"})]
+    run_out = (created + 600) * 1000
+    for now, missed in ((created * 1000 + 5 * 60_000, 0), (run_out - 1, 0), (run_out, 1), (run_out + 60_000, 1)):
+        for snap in (compute(events, CFG, now), stream(events, 1, [1], now, random.Random(0))):
+            q = snap["queues"]["support"]
+            assert [q[w]["frt_sla"] for w in ("15m", "1h", "today")] == [0.0 if missed else None] * 3, now
+
+
 def test_late_and_impossible_events_are_rejected_and_counted() -> None:
     raw = [
         {"event_id": "1", "type": "call.offered", "ts": 1795400000, "call_id": "c", "queue": "q"},
