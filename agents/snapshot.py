@@ -814,7 +814,7 @@ def add_ticket_members(sums: list[dict[str, int]], today: dict[str, int], queue:
         scores = members.get(kind)
         if not scores:
             continue
-        end = bisect_right(scores, now_ms)  # a score after now has not happened yet (its bucket is <= last then)
+        end = bisect_right(scores, now_ms)  # the facts up to now: a later one has not happened yet
         for start, w in zip(starts, sums):
             n = end - bisect_left(scores, start, 0, end)
             if n:

@@ -39,10 +39,12 @@ from streams.simulator import SimConfig, generate  # noqa: E402
 PARTITIONS = 4
 
 
-async def fill(store: Store, cfg: MetricsConfig, queues: int, minutes: float) -> int:
+async def fill(store: Store, cfg: MetricsConfig, queues: int, minutes: float, calls_per_hour: float = 120,
+               agents_per_queue: int = 6, tickets_per_hour: float = 20) -> int:
     """Commit ``minutes`` of traffic for ``queues`` queues ending now; return the event count."""
-    sim = SimConfig(seed=3, queues=tuple(f"queue-{i:03d}" for i in range(queues)), arrival_rate_per_hour=120,
-                    agents_per_queue=6, ticket_rate_per_hour=20)
+    sim = SimConfig(seed=3, queues=tuple(f"queue-{i:03d}" for i in range(queues)),
+                    arrival_rate_per_hour=calls_per_hour, agents_per_queue=agents_per_queue,
+                    ticket_rate_per_hour=tickets_per_hour)
     parts: dict[tuple[str, int], PartitionState] = defaultdict(PartitionState)
     offsets: dict[tuple[str, int], int] = defaultdict(lambda: -1)
     pending: dict[tuple[str, int], list[Event]] = defaultdict(list)
