@@ -225,3 +225,22 @@ def test_a_read_at_another_instant_writes_nothing(redis_url: str) -> None:
         await wired.close()
         await plain.close()
     asyncio.run(run())
+
+
+def test_a_ticket_fact_still_to_come_counts_from_its_instant(redis_url: str) -> None:
+    """An unanswered urgent ticket's first-response miss (1 h by default) is read from Redis only once it is due."""
+    async def run() -> None:
+        wired, plain = await fresh(redis_url)
+        now = int(time.time()) * 1000
+        created = now - 5 * 60_000
+        ev = event_from_dict({"event_id": "t", "type": "ticket.created", "ts": created / 1000, "ticket_id": "t1",
+                              "queue": "q1", "channel": "email", "priority": "urgent"})
+        await Worker(wired).commit(("tickets", 0), [ev])
+        run_out = created + 3600_000
+        for store, at, missed in ((wired, now, False), (plain, run_out - 1, False), (plain, run_out, True)):
+            snap = await store.snapshot(now_ms=at)
+            q = snap["queues"]["q1"]  # type: ignore[index]
+            assert [q[w]["frt_sla"] for w in ("15m", "1h", "today")] == [0.0 if missed else None] * 3, at
+        await wired.close()
+        await plain.close()
+    asyncio.run(run())
