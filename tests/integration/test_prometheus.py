@@ -20,10 +20,12 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
+from kafka import KafkaConsumer, TopicPartition
 
 from ccmon.exposition import SnapshotCollector
 from ccmon.services import free_port, python_cmd, spawn, stop
 from ccmon.store import Store
+from streams.events import DOMAINS
 from tests.integration.conftest import ARTIFACTS, Env, wait_for, write_jsonl
 from tests.integration.test_end_to_end import traffic
 from tests.promql import dashboard_queries, metric_names
@@ -148,10 +150,11 @@ def test_prometheus_scrapes_the_same_numbers_as_the_snapshot(stack: tuple[Env, s
     assert live.wait(60) == 0, (env.tmp / "simulate.log").read_text()
     wait_for(lambda: prom.query("ccmon_events_consumed_total > 0"), 30, "Prometheus to scrape the worker")
 
-    # Traffic has stopped: wait until the worker has committed everything and Prometheus has scraped that.
+    # Traffic has stopped: wait until the worker has committed everything in the broker's logs (the lag it reports
+    # only knows the log ends of its last fetch) and Prometheus has scraped that.
     def settled() -> bool:
-        status = asyncio.run(_status(env))
-        if any(status["lag"].values()):
+        status, ends = asyncio.run(_status(env)), log_ends(env)
+        if not ends or any(status["offsets"].get(f, -1) + 1 < end for f, end in ends.items()):
             return False
         consumed = status["stats"]["consumed"]
         row = prom.query("ccmon_events_consumed_total")
@@ -243,6 +246,17 @@ def test_prometheus_scrapes_the_same_numbers_as_the_snapshot(stack: tuple[Env, s
     assert len(used) > 20
     missing = {n: sorted(where) for n, where in used.items() if n not in live_names}
     assert not missing, f"panels or rules use metrics the live scrape does not have: {missing}"
+
+
+def log_ends(env: Env) -> dict[str, int]:
+    """The broker's log end offset of every partition of the event topics, as ``topic:partition`` fields."""
+    consumer = KafkaConsumer(bootstrap_servers=env.services.kafka_bootstrap)  # no group: reads metadata only
+    try:
+        tps = [TopicPartition(t, p) for t in map(env.settings.topic, DOMAINS)
+               for p in consumer.partitions_for_topic(t) or ()]
+        return {f"{tp.topic}:{tp.partition}": end for tp, end in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
 
 
 async def _status(env: Env) -> dict:
