@@ -74,7 +74,19 @@ def build_worker(settings: Settings) -> faust.Worker:
     register_agents(app, settings, store, cfg, partitions)
     service = register_alerts(app, settings, store, alerts_cfg)
     register_web(app, store, service, settings, partitions[settings.topic("agents")])
-    return faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    return faust_worker(app, settings.log_level)
+
+
+def faust_worker(app: faust.App, log_level: str) -> faust.Worker:
+    """A Faust worker that logs at ``log_level`` and no lower.
+
+    Faust's start-up spinner sets the root logger to DEBUG, so that it turns on every record. Every debug call in
+    aiokafka's and Faust's per-fetch paths then built a record that the handler dropped. ccmon prints its own
+    status line, so the spinner goes.
+    """
+    worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker.spinner = None
+    return worker
 
 
 def tune_gc() -> None:
