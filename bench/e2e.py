@@ -12,7 +12,9 @@ import argparse
 import asyncio
 import http.client
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -380,50 +382,94 @@ def _stampable(traffic: Iterable[tuple[Event, bytes]]) -> list[tuple[Event, byte
     return out
 
 
+def _broker_reader(bootstrap: str, topics: list[str], seen: dict[int, float], stop: threading.Event,
+                   ready: threading.Event) -> None:
+    """Time each probe as it arrives from the broker: a bare aiokafka consumer (no group) at the log ends, with the
+    worker's fetch wait. Its figures are the floor the broker and Kafka client set, with no ccmon in the path."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.app import FETCH_MAX_WAIT_MS
+
+    async def main() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())])
+            await consumer.seek_to_end()
+            ready.set()
+            while not stop.is_set():
+                got = await consumer.getmany(timeout_ms=100)
+                at = time.time()
+                for records in got.values():
+                    for r in records:
+                        for m in _PROBE_ID.finditer(r.value):
+                            seen.setdefault(int(m.group(1)), at)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
+
+
+_PROBE_ID = re.compile(rb'"event_id":"probe-(\d+)"')
+
+
 def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
-            profile: Optional[Path] = None) -> dict[str, Any]:
+            profile: Optional[Path] = None, broker_only: bool = False) -> dict[str, Any]:
     """Event ``ts`` to visibility in ``/api/snapshot`` at a steady ``rate`` of simulated traffic.
 
     Every 100 ms one ``call.blocked`` probe (queue ``probe``, ts = the moment it is sent) rides along
     with the traffic; a poller reads ``/api/snapshot?queue=probe`` every ``poll`` seconds, and a probe's
     latency is the first poll that shows it minus its ts. Traffic is re-stamped to the send time.
+
+    ``broker_only``: the same traffic with no worker; a bare consumer times each probe as the broker hands it
+    out (:func:`_broker_reader`). That is the floor under the worker's figure.
     """
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(tmp))
         try:
-            proc, base = stack.start_worker("latency", profile)
-            wait_assigned(stack, [base], [proc])
-            traffic = iter(_stampable(events(int(rate * seconds) + 1000)))
-            pub = Publisher(stack.settings, stack.bootstrap)
             sent: dict[int, float] = {}
             seen: dict[int, float] = {}
             stop_poll = threading.Event()
+            who = {"broker": stack.emb.procs[0].pid, "redis": stack.emb.procs[-1].pid, "harness": os.getpid()}
+            if broker_only:
+                ready = threading.Event()
+                topics = [stack.settings.topic(d) for d in DOMAINS]
+                t = threading.Thread(target=_broker_reader, args=(stack.bootstrap, topics, seen, stop_poll, ready),
+                                     daemon=True)
+                t.start()
+                if not ready.wait(30):
+                    raise RuntimeError("the broker-only reader did not start within 30 s")
+            else:
+                proc, base = stack.start_worker("latency", profile)
+                who["worker"] = proc.pid
+                wait_assigned(stack, [base], [proc])
 
-            def poller() -> None:
-                # One kept-alive connection, as a browser polling the page would use: a new TCP connection per
-                # poll would cost the worker (and this machine's two cores) more than the snapshot itself.
-                conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=5)
-                while not stop_poll.is_set():
-                    try:
-                        conn.request("GET", "/api/snapshot?queue=probe")
-                        with conn.getresponse() as r:
-                            snap = json.load(r)
-                    except (OSError, http.client.HTTPException):
-                        conn.close()
+                def poller() -> None:
+                    # One kept-alive connection, as a browser polling the page would use: a new TCP connection per
+                    # poll would cost the worker (and this machine's two cores) more than the snapshot itself.
+                    conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=5)
+                    while not stop_poll.is_set():
+                        try:
+                            conn.request("GET", "/api/snapshot?queue=probe")
+                            with conn.getresponse() as r:
+                                snap = json.load(r)
+                        except (OSError, http.client.HTTPException):
+                            conn.close()
+                            time.sleep(poll)
+                            continue
+                        at = time.time()
+                        q = snap.get("queues", {}).get("probe")
+                        blocked = q["totals"]["blocked"] if q else 0
+                        for i in range(blocked):
+                            seen.setdefault(i, at)
                         time.sleep(poll)
-                        continue
-                    at = time.time()
-                    q = snap.get("queues", {}).get("probe")
-                    blocked = q["totals"]["blocked"] if q else 0
-                    for i in range(blocked):
-                        seen.setdefault(i, at)
-                    time.sleep(poll)
 
-            t = threading.Thread(target=poller, daemon=True)
-            t.start()
+                t = threading.Thread(target=poller, daemon=True)
+                t.start()
+            traffic = iter(_stampable(events(int(rate * seconds) + 1000)))
+            pub = Publisher(stack.settings, stack.bootstrap)
             step = 0.02
-            who = {"worker": proc.pid, "broker": stack.emb.procs[0].pid, "redis": stack.emb.procs[-1].pid,
-                   "harness": os.getpid()}
             cpu_at_start = {k: cpu_seconds(pid) for k, pid in who.items()}
             start = time.time()
             n = probes = 0
@@ -444,8 +490,8 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 n += max(0, due)
                 if batch:
                     pub.publish(batch)  # type: ignore[arg-type]
-                status(f"latency: {n:,} events sent ({n / max(1e-9, time.time() - start):,.0f}/s), "
-                       f"{len(seen)}/{probes} probes seen")
+                status(f"latency{' (broker only)' if broker_only else ''}: {n:,} events sent "
+                       f"({n / max(1e-9, time.time() - start):,.0f}/s), {len(seen)}/{probes} probes seen")
                 time.sleep(max(0.0, step - (time.time() - tick)))
             # Each process's share of one core while traffic was sent: this machine has two for all four.
             cpu = {k: round((cpu_seconds(pid) - cpu_at_start[k]) / (time.time() - start) * 100) for k, pid in who.items()}
@@ -454,7 +500,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 time.sleep(0.05)
             stop_poll.set()
             pub.close()
-            if profile is not None:
+            if profile is not None and not broker_only:
                 import signal
 
                 proc.send_signal(signal.SIGINT)
@@ -463,8 +509,12 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             if len(lat) < probes:
                 raise RuntimeError(f"only {len(lat)} of {probes} probes became visible")
             elapsed = time.time() - start
-            return {"rate_target": rate, "rate_sent": n / seconds, "probes": probes,
+            # p50 per 10 s of sending: a figure that grows along the run means a cost grows with the run.
+            by10 = [[(seen[i] - t) * 1000 for i, t in sent.items() if int((t - start) // 10) == k and i in seen]
+                    for k in range(int(math.ceil(seconds / 10)))]
+            return {"rate_target": rate, "rate_sent": n / seconds, "probes": probes, "broker_only": broker_only,
                     "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99), "max_ms": max(lat),
+                    "p50_ms_per_10s": [round(_percentile(b, 0.5)) for b in by10 if b],
                     "poll_ms": poll * 1000, "seconds": elapsed, "cpu_percent": cpu}
         finally:
             stack.close()
@@ -523,12 +573,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--rate", type=float, default=MEMORY_RATE, help="memory: events/s produced (0: unpaced)")
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--broker-only", action="store_true",
+                    help="latency: no worker; time the probes as the broker hands them out (the floor)")
     ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
     args = ap.parse_args()
     if args.scenario == "throughput":
         print(json.dumps(throughput(args.events, args.workers, check=not args.no_check, profile=args.profile), indent=2))
     elif args.scenario == "latency":
-        print(json.dumps(latency(seconds=args.seconds, profile=args.profile), indent=2))
+        print(json.dumps(latency(seconds=args.seconds, profile=args.profile, broker_only=args.broker_only), indent=2))
     else:
         print(json.dumps(memory(args.events, max(1, args.events // 10), args.rate or None), indent=2))
 

@@ -97,6 +97,14 @@ def main() -> None:
         show("latency p99", f"{lat['p99_ms']:,.0f} ms", "< 500 ms")
         show("CPU during the latency run, % of one core: worker / broker / Redis / this harness",
              " / ".join(str(lat["cpu_percent"][k]) for k in ("worker", "broker", "redis", "harness")), "")
+        # The floor under those figures: the same traffic with no worker, timed as the broker hands it out.
+        floor = e2e.latency(seconds=lat_s, broker_only=True)
+        show("latency floor: the broker alone (bare consumer at the log ends), p50 / p99",
+             f"{floor['p50_ms']:,.0f} / {floor['p99_ms']:,.0f} ms", "")
+        show("latency p50 per 10 s of the run, ms: worker (broker alone)",
+             " ".join(f"{a}({b})" for a, b in zip(lat["p50_ms_per_10s"], floor["p50_ms_per_10s"])), "")
+        show("broker CPU, % of one core: with the worker / alone",
+             f"{lat['cpu_percent']['broker']} / {floor['cpu_percent']['broker']}", "")
     if "memory" in only:
         mem = e2e.memory(mem_n, max(1, mem_n // 10))
         samples = mem["samples"]

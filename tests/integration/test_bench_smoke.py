@@ -23,5 +23,6 @@ def test_quick_benchmark_runs_and_matches_the_oracle(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr.decode()[-3000:] + res.stdout.decode()[-2000:]
     table = out.read_text()
     assert "| oracle check (final snapshot == oracle) | equal, 50 queues | equal |" in table
-    for figure in ("throughput, 1 worker", "raw aiokafka consumer", "ratio worker / raw consumer", "latency p99"):
+    for figure in ("throughput, 1 worker", "raw aiokafka consumer", "ratio worker / raw consumer", "latency p99",
+                   "latency floor: the broker alone"):
         assert figure in table, table
