@@ -25,6 +25,51 @@ from ccmon.settings import Settings, child_environment
 from ccmon.store import Store, redact_url
 
 MEAN_HANDLE_SECONDS = 180 + 30  # the simulator's default talk + wrap-up
+# The embedded broker (Tansu's memory engine) keeps every record batch it is sent and lists all of a partition's
+# batches on each fetch that finds new data, so its CPU grows with what it holds. Measured on the 2-core machine,
+# at 12 single-event batches/s: 10% of a core empty, 32% at 150,000 stored batches, 100% at 300,000 (about a day
+# of the demo's traffic). Past BROKER_BUSY of a core over BROKER_WINDOW seconds, ``ccmon run`` says so.
+BROKER_BUSY = 0.5
+BROKER_WINDOW = 60.0
+BROKER_WARN_EVERY = 3600.0
+
+
+def process_usage(pid: int) -> Optional[tuple[float, float]]:
+    """(CPU seconds used so far, resident MiB) of a process, from Linux's /proc; None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+    return cpu, rss
+
+
+class BrokerLoad:
+    """Tells the user when the embedded broker has filled up enough to take half a core (see BROKER_BUSY)."""
+
+    def __init__(self) -> None:
+        self._start: Optional[tuple[float, float]] = None  # (wall, cpu) at the start of the current window
+        self._warned_at: Optional[float] = None
+
+    def check(self, now: float, usage: Optional[tuple[float, float]]) -> Optional[str]:
+        """Feed one sample (monotonic seconds, ``process_usage``); a warning line when one is due."""
+        if usage is None:
+            return None
+        cpu, rss = usage
+        if self._start is None or now - self._start[0] < BROKER_WINDOW:
+            self._start = self._start or (now, cpu)
+            return None
+        share = (cpu - self._start[1]) / (now - self._start[0])
+        self._start = (now, cpu)
+        if share < BROKER_BUSY or (self._warned_at is not None and now - self._warned_at < BROKER_WARN_EVERY):
+            return None
+        self._warned_at = now
+        return (f"the embedded broker used {share:.0%} of a core over the last minute and holds {rss:,.0f} MiB: it "
+                "keeps every event in memory and slows as it fills (about a day of demo traffic takes a core). "
+                "Restart `ccmon run` to empty it (calls and tickets open at that moment are forgotten; counters "
+                "are kept), or set CCMON_KAFKA_BOOTSTRAP to a real Kafka for long runs")
 
 
 class _Stop(Exception):
@@ -160,9 +205,15 @@ class Supervisor:
         last_print = 0.0
         restarts: list[float] = []
         down_since: Optional[float] = None  # when the status read first failed: Redis is down
+        broker = self.embedded.procs[0] if self.embedded and self.embedded.kafka_bootstrap else None
+        broker_load = BrokerLoad()
         try:
             while True:
                 await asyncio.sleep(1.0)
+                if broker is not None:
+                    warning = broker_load.check(time.monotonic(), process_usage(broker.pid))
+                    if warning:
+                        self.say("\n" + warning)
                 if self.worker is not None and self.worker.poll() is not None:
                     code = self.worker.returncode
                     restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
