@@ -31,7 +31,9 @@ import msgspec  # noqa: E402
 import redis  # noqa: E402
 
 from agents.oracle import compute  # noqa: E402
-from ccmon.services import Embedded, free_port, python_cmd, spawn, start_embedded, stop  # noqa: E402
+from ccmon.services import (  # noqa: E402
+    Embedded, free_port, process_usage, python_cmd, spawn, start_embedded, stop,
+)
 from ccmon.settings import Settings, child_environment  # noqa: E402
 from streams.events import DOMAINS, Event, event_from_dict  # noqa: E402
 from streams.producer import Publisher  # noqa: E402
@@ -65,18 +67,19 @@ def status(text: str) -> None:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far, seconds (all its threads)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _usage(pid)[0]
 
 
 def rss_mib(pid: int) -> float:
     """Resident set of a process, MiB."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _usage(pid)[1]
+
+
+def _usage(pid: int) -> tuple[float, float]:
+    usage = process_usage(pid)
+    if usage is None:
+        raise RuntimeError(f"cannot read /proc/{pid}/stat: the process has exited, or this is not Linux")
+    return usage
 
 
 def _sim(seed: int, mix: Optional[dict] = None) -> SimConfig:

@@ -48,6 +48,18 @@ def spawn(cmd: list[str], log_path: Path, env: Optional[dict[str, str]] = None) 
     )
 
 
+def process_usage(pid: int) -> Optional[tuple[float, float]]:
+    """(CPU seconds used so far, resident MiB) of a process, from Linux's /proc; None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+    return cpu, rss
+
+
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL."""
     if proc.poll() is not None:
@@ -142,6 +154,11 @@ class Embedded:
     kafka_bootstrap: Optional[str] = None
     redis_url: Optional[str] = None
     procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def broker(self) -> Optional[subprocess.Popen]:
+        """The embedded broker's process, when one was started (it is started first)."""
+        return self.procs[0] if self.kafka_bootstrap and self.procs else None
 
     def stop(self) -> None:
         """Stop Redis first (it flushes its AOF), then the broker."""

@@ -20,7 +20,7 @@ from typing import Optional
 from rich.console import Console
 
 from ccmon.errors import CcmonError, ConfigError, ServiceStartError
-from ccmon.services import Embedded, python_cmd, spawn, start_embedded, stop
+from ccmon.services import Embedded, process_usage, python_cmd, spawn, start_embedded, stop
 from ccmon.settings import Settings, child_environment
 from ccmon.store import Store, redact_url
 
@@ -32,18 +32,6 @@ MEAN_HANDLE_SECONDS = 180 + 30  # the simulator's default talk + wrap-up
 BROKER_BUSY = 0.5
 BROKER_WINDOW = 60.0
 BROKER_WARN_EVERY = 3600.0
-
-
-def process_usage(pid: int) -> Optional[tuple[float, float]]:
-    """(CPU seconds used so far, resident MiB) of a process, from Linux's /proc; None where that cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-    return cpu, rss
 
 
 class BrokerLoad:
@@ -58,8 +46,10 @@ class BrokerLoad:
         if usage is None:
             return None
         cpu, rss = usage
-        if self._start is None or now - self._start[0] < BROKER_WINDOW:
-            self._start = self._start or (now, cpu)
+        if self._start is None:
+            self._start = (now, cpu)
+            return None
+        if now - self._start[0] < BROKER_WINDOW:
             return None
         share = (cpu - self._start[1]) / (now - self._start[0])
         self._start = (now, cpu)
@@ -205,7 +195,7 @@ class Supervisor:
         last_print = 0.0
         restarts: list[float] = []
         down_since: Optional[float] = None  # when the status read first failed: Redis is down
-        broker = self.embedded.procs[0] if self.embedded and self.embedded.kafka_bootstrap else None
+        broker = self.embedded.broker if self.embedded else None
         broker_load = BrokerLoad()
         try:
             while True:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ccmon.supervisor import BROKER_BUSY, BROKER_WARN_EVERY, BROKER_WINDOW, BrokerLoad, process_usage
+from ccmon.services import process_usage
+from ccmon.supervisor import BROKER_BUSY, BROKER_WARN_EVERY, BROKER_WINDOW, BrokerLoad
 
 
 def feed(load: BrokerLoad, share: float, start: float = 0.0, minutes: int = 1, rss: float = 400.0) -> list[str]:
