@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from agents.config import MetricsConfig
+from alerts.config import AlertsConfig, builtin_rules
 from alerts.engine import AlertState, Notification
 from ccmon.alert_store import AlertStore
+from ccmon.alerting import AlertService
 from ccmon.store import Store
 from tests.integration.conftest import Env
 
@@ -45,6 +47,42 @@ def test_one_holder_and_a_stale_holder_cannot_write(env: Env) -> None:
             assert (await b.delivery_status(["hook"]))["hook"]["sent"] == 1
             await b.release(token_b)
             assert await a.acquire("worker-a", ttl_s=1) is not None  # released: taken at once
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_evaluator_without_rules_reads_no_snapshot_and_drops_leftover_states(env: Env) -> None:
+    """A worker whose alerts YAML has no rules pays nothing for evaluating: no snapshot read (the read.lua script),
+    once a second, while commits flow. A state its rules no longer produce is still dropped."""
+    async def evalsha_calls(store: Store) -> int:
+        stats = await store.redis.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    async def scenario() -> None:
+        store = Store(env.redis_url, MetricsConfig())
+        try:
+            await store.redis.flushdb()
+            with_rules = AlertService(store, AlertsConfig(rules=builtin_rules()), owner="with-rules")
+            with_rules.token = await with_rules.astore.acquire("with-rules", ttl_s=5)
+            assert with_rules.token is not None
+            before = await evalsha_calls(store)
+            await with_rules.evaluate_once()
+            assert await evalsha_calls(store) > before  # the control: rules read the snapshot
+            await with_rules.astore.commit(with_rules.token, [AlertState("gone-rule", "q", status="firing", fired_ms=1)],
+                                           [], [])
+            await with_rules.astore.release(with_rules.token)
+
+            without = AlertService(store, AlertsConfig(rules=()), owner="without")
+            without.token = await without.astore.acquire("without", ttl_s=5)
+            assert without.token is not None
+            before = await evalsha_calls(store)
+            assert await without.evaluate_once() == []
+            # One script call only: the fenced commit that drops the leftover state, no snapshot read.
+            assert await evalsha_calls(store) == before + 1
+            assert await without.astore.states() == {}
+            assert without.evaluations == 1
         finally:
             await store.close()
 
