@@ -418,7 +418,8 @@ _PROBE_ID = re.compile(rb'"event_id":"probe-(\d+)"')
 
 
 def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
-            profile: Optional[Path] = None, broker_only: bool = False) -> dict[str, Any]:
+            profile: Optional[Path] = None, broker_only: bool = False,
+            alerts: Optional[Path] = None) -> dict[str, Any]:
     """Event ``ts`` to visibility in ``/api/snapshot`` at a steady ``rate`` of simulated traffic.
 
     Every 100 ms one ``call.blocked`` probe (queue ``probe``, ts = the moment it is sent) rides along
@@ -427,6 +428,8 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
 
     ``broker_only``: the same traffic with no worker; a bare consumer times each probe as the broker hands it
     out (:func:`_broker_reader`). That is the floor under the worker's figure.
+
+    ``alerts``: the worker's alerts file (``CCMON_ALERTS``); by default the built-in rules, as a deployment runs.
     """
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(tmp))
@@ -444,7 +447,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 if not ready.wait(30):
                     raise RuntimeError("the broker-only reader did not start within 30 s")
             else:
-                proc, base = stack.start_worker("latency", profile)
+                proc, base = stack.start_worker("latency", profile, **({"alerts": str(alerts)} if alerts else {}))
                 who["worker"] = proc.pid
                 wait_assigned(stack, [base], [proc])
 
@@ -579,11 +582,15 @@ def main() -> None:
     ap.add_argument("--broker-only", action="store_true",
                     help="latency: no worker; time the probes as the broker hands them out (the floor)")
     ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
+    ap.add_argument("--alerts", type=Path,
+                    help="latency: the worker's alerts file (default: the built-in rules); a file saying "
+                         "`builtin_rules: false` turns the evaluator off")
     args = ap.parse_args()
     if args.scenario == "throughput":
         print(json.dumps(throughput(args.events, args.workers, check=not args.no_check, profile=args.profile), indent=2))
     elif args.scenario == "latency":
-        print(json.dumps(latency(seconds=args.seconds, profile=args.profile, broker_only=args.broker_only), indent=2))
+        print(json.dumps(latency(seconds=args.seconds, profile=args.profile, broker_only=args.broker_only,
+                                 alerts=args.alerts), indent=2))
     else:
         print(json.dumps(memory(args.events, max(1, args.events // 10), args.rate or None), indent=2))
 
