@@ -20,6 +20,7 @@ from agents.core import (
     ACW_MS,
     AGENT_GAUGE,
     AGENT_MS,
+    BY_AGENT,
     CES_SUM,
     CSAT_SATISFIED,
     CUSTOM,
@@ -188,6 +189,8 @@ def scan_pairs(pairs: Iterable[tuple[str, int]], agents: bool = True) -> _Scan:
     for k, v in pairs:
         kind = kinds.get(k)
         if kind is None:
+            if not agents and k.startswith(BY_AGENT):
+                continue  # dropped by this reader: not worth a cache entry (one per agent and field, ~300 bytes)
             kind = _field_kind(k)
         if not kind:
             plain[k] = v

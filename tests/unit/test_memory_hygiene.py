@@ -42,3 +42,20 @@ def test_held_entity_states_and_the_ticket_memo_are_invisible_to_the_cyclic_gc()
 
 def test_glibc_keeps_a_fixed_mmap_threshold_in_the_worker() -> None:
     assert tune_malloc()  # this machine is Debian: glibc's mallopt takes both parameters
+
+
+def test_a_read_without_agent_views_caches_no_agent_field() -> None:
+    """The alert evaluator's read (``agents=False``) passes over every agent's fields; caching the kind of each would
+    grow the cache by one entry per agent and field (~300 bytes each) for nothing, once its windows hold data."""
+    from agents.snapshot import _field_kinds, scan_flat
+
+    fields = {"offered": 3, "blocked:queue_full": 1, "tickets_created:channel:email": 2}
+    agent_fields = {f"by_agent:hygiene-{i}:survey:csat": i for i in range(50)}
+    flat = [x for k, v in {**fields, **agent_fields}.items() for x in (k, str(v))]
+    lean = scan_flat(flat, agents=False)
+    assert not any(k.startswith("by_agent:hygiene-") for k in _field_kinds)
+    assert lean.plain == fields and lean.agents == {}
+    full = scan_flat(flat)  # a full read (the wallboard, /metrics) sorts them out, and caches them
+    assert full.plain == lean.plain and len(full.agents) == 50
+    assert sum(k.startswith("by_agent:hygiene-") for k in _field_kinds) == 50
+    assert scan_flat(flat, agents=False) == lean  # and a lean read after it finds them cached
