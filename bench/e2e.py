@@ -526,16 +526,18 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             stack.close()
 
 
-def memory(total: int, every: int = 1_000_000, rate: Optional[float] = MEMORY_RATE) -> dict[str, object]:
+def memory(total: int, every: int = 1_000_000, rate: Optional[float] = MEMORY_RATE,
+           alerts: Optional[Path] = None) -> dict[str, object]:
     """A worker's resident set as it consumes ``total`` events at a steady entity population.
 
     Events are produced while the worker consumes (as in production), at ``rate`` events/s (None: as fast as the
-    producer can); RSS is read each time another ``every`` events are committed.
+    producer can); RSS is read each time another ``every`` events are committed. ``alerts``: the worker's alerts
+    file (``CCMON_ALERTS``); by default the built-in rules.
     """
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(tmp), config_yaml=MEMORY_CONFIG_YAML)
         try:
-            proc, base = stack.start_worker("memory")
+            proc, base = stack.start_worker("memory", **({"alerts": str(alerts)} if alerts else {}))
             wait_assigned(stack, [base], [proc])
             producer = threading.Thread(target=stack.produce, args=(events(total, mix=MEMORY_MIX), 10_000, rate),
                                         daemon=True)
@@ -583,7 +585,7 @@ def main() -> None:
                     help="latency: no worker; time the probes as the broker hands them out (the floor)")
     ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
     ap.add_argument("--alerts", type=Path,
-                    help="latency: the worker's alerts file (default: the built-in rules); a file saying "
+                    help="latency, memory: the worker's alerts file (default: the built-in rules); a file saying "
                          "`builtin_rules: false` turns the evaluator off")
     args = ap.parse_args()
     if args.scenario == "throughput":
@@ -592,7 +594,7 @@ def main() -> None:
         print(json.dumps(latency(seconds=args.seconds, profile=args.profile, broker_only=args.broker_only,
                                  alerts=args.alerts), indent=2))
     else:
-        print(json.dumps(memory(args.events, max(1, args.events // 10), args.rate or None), indent=2))
+        print(json.dumps(memory(args.events, max(1, args.events // 10), args.rate or None, args.alerts), indent=2))
 
 
 if __name__ == "__main__":
