@@ -82,6 +82,11 @@ def _usage(pid: int) -> tuple[float, float]:
     return usage
 
 
+def _alerts_setting(alerts: Optional[Path]) -> dict[str, str]:
+    """A worker's setting for the alerts file ``alerts`` (none: the built-in rules, as a deployment runs)."""
+    return {"alerts": str(alerts)} if alerts else {}
+
+
 def _sim(seed: int, mix: Optional[dict] = None) -> SimConfig:
     return SimConfig(seed=seed, queues=QUEUES, **(mix or MIX))  # type: ignore[arg-type]
 
@@ -447,7 +452,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 if not ready.wait(30):
                     raise RuntimeError("the broker-only reader did not start within 30 s")
             else:
-                proc, base = stack.start_worker("latency", profile, **({"alerts": str(alerts)} if alerts else {}))
+                proc, base = stack.start_worker("latency", profile, **_alerts_setting(alerts))
                 who["worker"] = proc.pid
                 wait_assigned(stack, [base], [proc])
 
@@ -537,7 +542,7 @@ def memory(total: int, every: int = 1_000_000, rate: Optional[float] = MEMORY_RA
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(tmp), config_yaml=MEMORY_CONFIG_YAML)
         try:
-            proc, base = stack.start_worker("memory", **({"alerts": str(alerts)} if alerts else {}))
+            proc, base = stack.start_worker("memory", **_alerts_setting(alerts))
             wait_assigned(stack, [base], [proc])
             producer = threading.Thread(target=stack.produce, args=(events(total, mix=MEMORY_MIX), 10_000, rate),
                                         daemon=True)
