@@ -126,9 +126,12 @@ EMPTY = Contribution()
 
 # A window key names one Redis structure:
 #   ("b", queue, bucket) | ("d", queue, day) | ("n", queue, "") | ("t", queue, "")   counter hashes
+#   ("ba", queue, bucket) | ("da", queue, day)   the same bucket's and day's per-agent fields (BY_AGENT...), kept
+#       apart so that a reader that shows no per-agent view (the alert evaluator) never reads them
 #   ("zw", queue, bucket) | ("zwd", queue, day) | ("zq", queue, "") | ("za:<state>", queue, "")   sorted sets
 WindowKey = tuple[str, str, object]
-COUNTER_HASHES = ("b", "d", "n", TOTAL)  # window-key kinds stored as hashes (the rest are sorted sets)
+AGENT_BUCKET, AGENT_DAY = "ba", "da"
+COUNTER_HASHES = ("b", "d", AGENT_BUCKET, AGENT_DAY, "n", TOTAL)  # window-key kinds stored as hashes (the rest: sets)
 
 
 class Deltas:
@@ -167,21 +170,31 @@ class Deltas:
         if raw and cfg is not None:
             out, width = self._spread, cfg.bucket_seconds
             windows: dict[tuple[str, int], tuple[dict[str, int], dict[str, int], dict[str, int]]] = {}
+            agent_windows: dict[tuple[str, int], tuple[dict[str, int], dict[str, int]]] = {}
             for (queue, ts, name), d in raw.items():
                 if not d:
                     continue
                 if ts is None:
                     out[("n", queue, "")][name] += d
                     continue
+                to_total = _TO_TOTAL.get(name)
+                if to_total is None:
+                    to_total = _TO_TOTAL[name] = (
+                        3 if name.startswith(BY_AGENT) else 2 if name.startswith(HIST)
+                        else 1 if name in TOTAL_FIELDS or name.startswith(BLOCKED_REASON) else 0)
+                if to_total == 3:  # an agent's own field: the agent bucket and day hashes
+                    a = agent_windows.get((queue, ts))
+                    if a is None:
+                        a = agent_windows[(queue, ts)] = (out[(AGENT_BUCKET, queue, bucket_start(ts, width))],
+                                                          out[(AGENT_DAY, queue, day_of(ts, cfg.queue(queue)))])
+                    a[0][name] += d
+                    a[1][name] += d
+                    continue
                 # The bucket, day and lifetime hashes of this (queue, minute), looked up once per batch.
                 w = windows.get((queue, ts))
                 if w is None:
                     w = windows[(queue, ts)] = (out[("b", queue, bucket_start(ts, width))],
                                                 out[("d", queue, day_of(ts, cfg.queue(queue)))], out[(TOTAL, queue, "")])
-                to_total = _TO_TOTAL.get(name)
-                if to_total is None:
-                    to_total = _TO_TOTAL[name] = (
-                        2 if name.startswith(HIST) else 1 if name in TOTAL_FIELDS or name.startswith(BLOCKED_REASON) else 0)
                 if to_total == 2:
                     w[2][name] += d  # histograms count only in the lifetime hash
                 else:
@@ -267,7 +280,8 @@ def _day_kind(kind: str) -> str:
     return name
 
 
-# Where a counter field also counts: 0 buckets and days, 1 also the lifetime hash, 2 only there (histograms).
+# Where a counter field counts: 0 buckets and days, 1 also the lifetime hash, 2 only there (histograms), 3 the agent
+# bucket and day hashes (an agent's own field).
 _TO_TOTAL: dict[str, int] = {}
 
 

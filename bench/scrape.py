@@ -31,7 +31,8 @@ from agents.config import MetricsConfig  # noqa: E402
 from agents.core import CORES, BatchResult, PartitionState, apply_batch  # noqa: E402
 from ccmon.exposition import scrape as scrape_metrics  # noqa: E402
 from ccmon.services import start_redis, stop  # noqa: E402
-from ccmon.store import PREFIX, WINDOW_SUMS, WINDOW_WAITS, Commit, Store  # noqa: E402
+from ccmon.store import (AGENT_WINDOW_SUMS, AGENT_WINDOW_WAITS, PREFIX, WINDOW_SUMS, WINDOW_WAITS, Commit,  # noqa: E402
+                         Store)
 from streams.events import Event, event_from_dict  # noqa: E402
 from streams.partitioning import partition_for  # noqa: E402
 from streams.simulator import SimConfig, generate  # noqa: E402
@@ -82,7 +83,7 @@ async def scrape(store: Store) -> tuple[float, int, int]:
 
 async def drop_window_sums(store: Store) -> None:
     """Delete every queue's window sums: the next read rebuilds them from the buckets."""
-    for kind in (WINDOW_SUMS, WINDOW_WAITS):
+    for kind in (WINDOW_SUMS, WINDOW_WAITS, AGENT_WINDOW_SUMS, AGENT_WINDOW_WAITS):
         keys = [k async for k in store.redis.scan_iter(match=f"{PREFIX}{kind}:*", count=1000)]
         if keys:
             await store.redis.delete(*keys)

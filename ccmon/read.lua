@@ -30,6 +30,8 @@
 --     ttl: seconds rebuilt hashes live (plus the queue's jitter): the sums are rebuilt from the buckets now
 --          and then, and the hashes of a queue that went quiet go
 --   queue: {ws key, wz key, bucket key prefix, wait-set key prefix, jitter, range ('@'), last, {g...}}
+--     A queue's agents' own fields have buckets and sums of their own (Store._queue_reads), an item like a queue's
+--     with the wait-set prefix '': no waits ('m|j' is then -1).
 -- Returns per queue, mode 2: 1 when the hashes were rebuilt from the buckets, else 0. Modes 0 and 3: the
 -- sums, a flat list of 'j|f' (counter f of segment j) and 'm|j' fields and values.
 local P = cmsgpack.unpack(ARGV[1])
@@ -90,7 +92,7 @@ local function rebuild(Q, last, g)
         local f = h[k]
         seg[f] = (seg[f] or 0) + tonumber(h[k + 1])
       end
-      local w = top(Q[4] .. bs)
+      local w = Q[4] ~= '' and top(Q[4] .. bs) or nil
       if w then
         waits[bs] = w
         if w > m then m = w end
@@ -190,7 +192,7 @@ local function slide(Q, last, g, meta)
       w = redis.call('HGET', wz, bs)
       w = w and tonumber(w)
       if w and w == maxima[o] then dirty[o] = true end
-    else
+    elseif Q[4] ~= '' then
       w = top(Q[4] .. bs)
     end
     if m == nil then

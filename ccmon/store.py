@@ -17,7 +17,8 @@ from redis.exceptions import AuthenticationError, ConnectionError as RedisConnec
 from redis.exceptions import NoScriptError, RedisError, ResponseError, TimeoutError as RedisTimeoutError
 
 from agents.config import MetricsConfig, day_end_epoch, day_of
-from agents.core import GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING, Deltas, WindowKey
+from agents.core import (AGENT_BUCKET, AGENT_DAY, GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING, Deltas,
+                         WindowKey)
 from agents.snapshot import (DUE_SETS, OPEN_SETS, WINDOWED_SETS, Assembler, QueueData, QueueRaw, _Scan, build_snapshot,
                              members_from, reader_spans, scan_flat, segment_bounds, segment_meta)
 from ccmon.errors import StoreUnavailable
@@ -62,6 +63,9 @@ READ_CHUNK = 20  # queues per read script call: each call is short, so commits a
 FEED_BYTES = 64 * 1024
 WINDOW_SUMS = "ws"  # key kind of a queue's rolling-window segment sums (read.lua)
 WINDOW_WAITS = "wz"  # key kind of the longest wait of each bucket in a queue's window-sums range (read.lua)
+# The same two for a queue's agents' own fields (AGENT_BUCKET): sums of their own, so that a reader that shows no
+# per-agent view (the alert evaluator) reads none of them. Their wz only marks the sums as read.lua's: no waits.
+AGENT_WINDOW_SUMS, AGENT_WINDOW_WAITS = "wsa", "wza"
 WINDOW_SUMS_TTL = 3600  # a queue's segment sums are rebuilt from the buckets at least this often...
 WINDOW_SUMS_JITTER = 900  # ...plus up to this much per queue, so the queues do not all rebuild in one scrape
 
@@ -149,9 +153,9 @@ class Store:
     def expire_at(self, wk: WindowKey) -> int | None:
         """When a counter hash may go: buckets after the longest window, days after retention."""
         kind, queue, part = wk
-        if kind in ("b", "zw"):
+        if kind in ("b", "zw", AGENT_BUCKET):
             return int(part) + self.cfg.longest_window_seconds + 2 * self.cfg.bucket_seconds  # type: ignore[arg-type]
-        if kind in ("d", "zwd"):
+        if kind in ("d", "zwd", AGENT_DAY):
             return day_end_epoch(str(part), self.cfg.queue(queue)) + self.cfg.day_retention_days * 86400
         return None
 
@@ -335,20 +339,26 @@ class Store:
         """The commit's window-sum section (the last of commit.lua) for a batch's ``Deltas.counters``, ``.zadd`` and
         ``.zrem``: per bucket the batch touched, the queue's segment sums and longest-waits keys, the bucket, its wait
         set's key when the batch added or removed waits there ('' otherwise), and the bucket's nonzero field
-        increments. Starts with the entry count and the seconds after its start at which a bucket expires."""
+        increments; the same for the agents' bucket (no waits). Starts with the entry count and the seconds after its
+        start at which a bucket expires."""
         waits = {(q, b) for (kind, q, b), m in [*zadd.items(), *zrem.items()] if kind == Z_WAIT and m}
         out: list[object] = [0, self.expire_at(("b", GLOBAL, 0))]
         n = 0
         for (kind, q, b), fields in counters.items():
-            if kind != "b":
-                continue
-            flat = [x for f, v in fields.items() if v for x in (f, v)]
-            touched = (q, b) in waits
-            if flat or touched:
-                waits.discard((q, b))
-                out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b,
-                        self.key((Z_WAIT, q, b)) if touched else "", len(flat) // 2, *flat]
-                n += 1
+            if kind == "b":
+                flat = [x for f, v in fields.items() if v for x in (f, v)]
+                touched = (q, b) in waits
+                if flat or touched:
+                    waits.discard((q, b))
+                    out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b,
+                            self.key((Z_WAIT, q, b)) if touched else "", len(flat) // 2, *flat]
+                    n += 1
+            elif kind == AGENT_BUCKET:
+                flat = [x for f, v in fields.items() if v for x in (f, v)]
+                if flat:
+                    out += [self.key((AGENT_WINDOW_SUMS, q, "")), self.key((AGENT_WINDOW_WAITS, q, "")), b, "",
+                            len(flat) // 2, *flat]
+                    n += 1
         for q, b in sorted(waits, key=str):
             out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b, self.key((Z_WAIT, q, b)), 0]
             n += 1
@@ -360,12 +370,16 @@ class Store:
         reads = self._read_cmds.get(queue)
         if reads is None:
             live = queue != GLOBAL  # the pseudo-queue has no calls, agents or tickets of its own
-            ws = self.key((WINDOW_SUMS, queue, ""))
+            ws, wsa = self.key((WINDOW_SUMS, queue, "")), self.key((AGENT_WINDOW_SUMS, queue, ""))
             key = self.key
+            jitter = zlib.crc32(queue.encode()) % WINDOW_SUMS_JITTER
             reads = _QueueReads(
                 item=[ws, key((WINDOW_WAITS, queue, "")), key(("b", queue, "")) + ":", key((Z_WAIT, queue, "")) + ":",
-                      zlib.crc32(queue.encode()) % WINDOW_SUMS_JITTER],
+                      jitter],
                 sums=b"".join([_pack("HGETALL", ws)] + [_pack("HGETALL", f"{ws}:{j}") for j in range(self._nspans)]),
+                agent_item=[wsa, key((AGENT_WINDOW_WAITS, queue, "")), key((AGENT_BUCKET, queue, "")) + ":", "", jitter],
+                agent_sums=b"".join([_pack("HGETALL", wsa)]
+                                    + [_pack("HGETALL", f"{wsa}:{j}") for j in range(self._nspans)]),
                 static=b"".join([_pack("HGETALL", key(("n", queue, ""))), _pack("HGETALL", key((TOTAL, queue, "")))]
                                 + ([_pack("ZCARD", key((Z_WAITING, queue, ""))),
                                     _pack("ZRANGE", key((Z_WAITING, queue, "")), 0, 0, "WITHSCORES")]
@@ -384,6 +398,7 @@ class Store:
             reads.day = day
             reads.daily = _pack("HGETALL", self.key(("d", queue, day))) + \
                 _pack("ZREVRANGE", self.key((Z_WAIT + "d", queue, day)), 0, 0, "WITHSCORES")
+            reads.agent_daily = _pack("HGETALL", self.key((AGENT_DAY, queue, day)))
         return reads
 
     async def _pipeline(self, commands: list[bytes], replies: Optional[int] = None,
@@ -461,12 +476,15 @@ class Store:
         nspans = len(firsts)
         all_queues = [*queues, GLOBAL]
         reads = [self._queue_reads(q, day_of(now_ms, cfg.queue(q))) for q in all_queues]
-        items = [[*r.item, meta, last, firsts] for r in reads]
+        # Each queue's read.lua items: its sums', and its agents' own sums' when the read shows agents.
+        items = [[[*r.item, meta, last, firsts], [*r.agent_item, meta, last, firsts]] if agents
+                 else [[*r.item, meta, last, firsts]] for r in reads]
+        per_queue = len(items[0])
         header: list[object] = [mode, width, self.expire_at(("b", GLOBAL, 0)), WINDOW_SUMS_TTL]
-        # Per chunk of queues: read.lua, then each queue's plain reads: [its window sums (mode 2)], the day's counters
-        # and longest wait, gauges, totals, and (real queues) the waiting, open-agent and ticket sets. Redis answers
-        # these faster than read.lua could return them, and the reader decodes each queue while Redis answers the
-        # next ones.
+        # Per chunk of queues: read.lua, then each queue's plain reads: [its window sums (mode 2)], [its agents' own
+        # window sums (mode 2, agents)], the day's counters and longest wait, [the day's agents' own counters
+        # (agents)], gauges, totals, and (real queues) the waiting, open-agent and ticket sets. Redis answers these
+        # faster than read.lua could return them, and the reader decodes each queue while Redis answers the next ones.
         now_arg = _bulk(str(now_ms))
         # Windowed ticket facts: only those a read at now can count (members_from .. now), not the ones still to come.
         facts_range = _bulk(str(members_from(now_ms, firsts))) + now_arg + _bulk("WITHSCORES")
@@ -476,22 +494,28 @@ class Store:
         starts: list[int] = []  # where each queue's replies start
         sizes: list[int] = []
         per_live = 4 + 2 + len(OPEN_SETS) + len(WINDOWED_SETS) + len(DUE_SETS)
+        per_queue_sums = ((1 + nspans) * per_queue if mode == 2 else 0) + (1 if agents else 0)
         at = 0
         for i, r in enumerate(reads):
             if i % READ_CHUNK == 0:
-                scripts.append(_pack("EVALSHA", self._read_sha, 0, _packer.encode([header, *items[i:i + READ_CHUNK]])))
+                chunk = [item for q_items in items[i:i + READ_CHUNK] for item in q_items]
+                scripts.append(_pack("EVALSHA", self._read_sha, 0, _packer.encode([header, *chunk])))
                 commands.append(scripts[-1])
                 script_at.append(at)
                 at += 1
             if mode == 2:
                 commands.append(r.sums)
+                if agents:
+                    commands.append(r.agent_sums)
             commands.append(r.daily)
+            if agents:
+                commands.append(r.agent_daily)
             commands.append(r.static)
             if r.windowed:
                 commands.append(facts_range.join(r.windowed) + facts_range)
             if r.due:
                 commands.append(now_arg.join(r.due) + now_arg)
-            sizes.append((1 + nspans if mode == 2 else 0) + (per_live if r.live else 4))
+            sizes.append(per_queue_sums + (per_live if r.live else 4))
             starts.append(at)
             at += sizes[-1]
         assembler = Assembler(cfg, now_ms)
@@ -510,9 +534,20 @@ class Store:
                     stored, longest = _range_and_longest(_checked(replies[at]), nspans)
                     segments = [_segment(_checked(x), agents) for x in replies[at + 1:at + 1 + nspans]]
                     at += 1 + nspans
+                    if agents:
+                        stored_a, _ = _range_and_longest(_checked(replies[at]), nspans)
+                        if stored_a != stored:
+                            stored = None
+                        segments = [_merged(p, _segment(_checked(x))) for p, x in
+                                    zip(segments, replies[at + 1:at + 1 + nspans])]
+                        at += 1 + nspans
                 else:
                     stored = meta
-                    segments, longest = _segments(_checked(script)[i % READ_CHUNK], nspans, agents)  # type: ignore[assignment]
+                    k = i % READ_CHUNK * per_queue
+                    segments, longest = _segments(_checked(script)[k], nspans, agents)  # type: ignore[assignment]
+                    if agents:
+                        segments = [_merged(p, a) for p, a in  # type: ignore[assignment]
+                                    zip(segments, _segments(_checked(script)[k + 1], nspans)[0])]
                 if stored != meta or None in segments:
                     # Another reader moved the sums meanwhile, or a hash of them is lost (evicted, or expired before
                     # the others) or was recreated by a commit: rebuilt below.
@@ -531,13 +566,17 @@ class Store:
             _checked(replies[k])
         if stale:  # rebuilt, stored again, and their sums returned
             header[0] = 3
-            redo = [_pack("EVALSHA", self._read_sha, 0, _packer.encode([header, *[items[i] for i in stale[j:j + READ_CHUNK]]]))
+            redo = [_pack("EVALSHA", self._read_sha, 0,
+                          _packer.encode([header, *[item for i in stale[j:j + READ_CHUNK] for item in items[i]]]))
                     for j in range(0, len(stale), READ_CHUNK)]
             fresh = [x for r in await self._call(self._pipeline(redo)) for x in _checked(r)]
-            for i, flat in zip(stale, fresh):
-                segments, longest = _segments(flat, nspans, agents)
-                raws[all_queues[i]] = assembler.raw(all_queues[i], _queue_data(replies, starts[i] + 1 + nspans, reads[i],
-                                                                               segments, longest, agents))
+            for n, i in enumerate(stale):
+                segments, longest = _segments(fresh[n * per_queue], nspans, agents)
+                if agents:
+                    segments = [_merged(p, a) for p, a in  # type: ignore[misc]
+                                zip(segments, _segments(fresh[n * per_queue + 1], nspans)[0])]
+                raws[all_queues[i]] = assembler.raw(all_queues[i], _queue_data(
+                    replies, starts[i] + (1 + nspans) * per_queue, reads[i], segments, longest, agents))
         return build_snapshot(raws, cfg, now_ms, rollup_all, agents)
 
     async def agent_states(self, topic: str, partitions: int) -> list[dict[str, object]]:
@@ -592,12 +631,15 @@ class _QueueReads:
 
     item: list[object]  # its read.lua item, but the range
     sums: bytes  # HGETALL of its window sums and of each segment's
+    agent_item: list[object]  # the same two for its agents' own fields
+    agent_sums: bytes
     static: bytes  # gauges, totals, then (real queues) the waiting set's size and first, and the open-agent sets
     windowed: tuple[bytes, ...]  # ZRANGEBYSCORE of each windowed ticket set, but its range and WITHSCORES
     due: tuple[bytes, ...]  # ZCOUNT of each due ticket set up to now, but its last argument (the instant)
     live: bool
     day: str = ""
     daily: bytes = b""  # the day's counters and its wait set's top
+    agent_daily: bytes = b""  # the day's agents' own counters
 
 
 def _checked(reply: object) -> list:  # type: ignore[type-arg]
@@ -643,6 +685,25 @@ def _segment(flat: list, agents: bool = True) -> Optional[_Scan]:  # type: ignor
     return scan
 
 
+def _merged(plain: Optional[_Scan], own: Optional[_Scan]) -> Optional[_Scan]:
+    """A window's sums from the queue's hash and its agents' own (``AGENT_BUCKET``, ``AGENT_DAY``): the first's, with
+    the agents' fields of both. The first holds agents' fields only when written before they were kept apart; an
+    agent's field in both then adds up. None when either is None (lost)."""
+    if plain is None or own is None:
+        return None
+    if not plain.agents:
+        plain.agents = own.agents
+        return plain
+    for a, fields in own.agents.items():
+        mine = plain.agents.get(a)
+        if mine is None:
+            plain.agents[a] = fields
+        else:
+            for f, v in fields.items():
+                mine[f] = mine.get(f, 0) + v
+    return plain
+
+
 def _segments(flat: list, nspans: int,  # type: ignore[type-arg]
               agents: bool = True) -> tuple[list[_Scan], list[Optional[int]]]:
     """The sums read.lua computed and returned itself (modes 0 and 3): 'j|f' and 'm|j' fields."""
@@ -663,9 +724,16 @@ def _segments(flat: list, nspans: int,  # type: ignore[type-arg]
 
 def _queue_data(replies: list, at: int, r: _QueueReads, segments: list[_Scan],  # type: ignore[type-arg]
                 longest: list[Optional[int]], agents: bool = True) -> QueueData:
-    """One queue's replies from ``at`` on: day, day's wait top, gauges, totals, then (real queues) its sets."""
-    day, day_wait, gauges, totals = (_checked(x) for x in replies[at:at + 4])
-    d = QueueData(segment_scans=segments, max_wait_ms=longest, day_scan=scan_flat(day, agents),
+    """One queue's replies from ``at`` on: day, day's wait top, [the day's agents' own counters (``agents``)], gauges,
+    totals, then (real queues) its sets."""
+    day, day_wait = _checked(replies[at]), _checked(replies[at + 1])
+    if agents:
+        day_scan = _merged(scan_flat(day), scan_flat(_checked(replies[at + 2])))
+        at += 1
+    else:
+        day_scan = scan_flat(day, False)
+    gauges, totals = _checked(replies[at + 2]), _checked(replies[at + 3])
+    d = QueueData(segment_scans=segments, max_wait_ms=longest, day_scan=day_scan,
                   day_max_wait_ms=int(float(day_wait[1])) if day_wait else None,
                   gauges=_pairs(gauges), totals=_pairs(totals))
     if r.live:

@@ -11,8 +11,9 @@ from typing import Iterator
 
 import pytest
 
-from agents.config import MetricsConfig, bucket_start
-from agents.core import CORES, PartitionState, Z_WAIT, apply_batch
+from agents.config import MetricsConfig, bucket_start, day_of
+from agents.core import (AGENT_BUCKET, AGENT_DAY, BY_AGENT, CORES, PartitionState, Z_WAIT, apply_batch,
+                         survey_fields)
 from ccmon.services import start_redis, stop
 from ccmon.store import PREFIX, Commit, Store
 from streams.events import Event, event_from_dict
@@ -243,4 +244,80 @@ def test_a_ticket_fact_still_to_come_counts_from_its_instant(redis_url: str) -> 
             assert [q[w]["frt_sla"] for w in ("15m", "1h", "today")] == [0.0 if missed else None] * 3, at
         await wired.close()
         await plain.close()
+    asyncio.run(run())
+
+
+def test_agent_fields_written_before_they_were_kept_apart_still_count(redis_url: str) -> None:
+    """Agents' own fields live in hashes of their own (AGENT_BUCKET, AGENT_DAY). Where an older version wrote them
+    into the queue's bucket and day hashes (and a read then into the queue's kept sums), the two add up: a CSAT
+    response before the upgrade and one after show as two for the agent, in every window, from the kept sums and
+    from the buckets alike."""
+    async def run() -> None:
+        wired, plain = await fresh(redis_url)
+        now = int(time.time()) * 1000
+        day = day_of(now, CFG.queue("q"))
+        t0 = now - 5 * 60_000 if day_of(now - 5 * 60_000, CFG.queue("q")) == day else now  # both today
+        old = survey_fields("csat", 5)
+        mine = {f"{BY_AGENT}a1:{name}": v for name, v in old.items()}
+        tp = ("t.surveys", 0)
+        layouts = {  # the first response as the old layout wrote it, and as this one does
+            "old": {("b", "q", bucket_start(t0, WIDTH)): {**old, **mine}, ("d", "q", day): {**old, **mine}},
+            "new": {("b", "q", bucket_start(t0, WIDTH)): dict(old), ("d", "q", day): dict(old),
+                    (AGENT_BUCKET, "q", bucket_start(t0, WIDTH)): dict(mine), (AGENT_DAY, "q", day): dict(mine)},
+        }
+        second = event_from_dict({"event_id": "s2", "type": "survey.response", "ts": now / 1000, "survey_id": "s2",
+                                  "kind": "csat", "score": 4, "queue": "q", "agent_id": "a1"})
+        snaps = {}
+        for name, counters in layouts.items():
+            await wired.redis.flushdb()
+            await wired.commit(Commit(deltas=Deltas(counters, {}, {}), queues={"q"},  # type: ignore[arg-type]
+                                      offsets={tp: (-1, 0)}))
+            await same(wired, plain, now)  # the kept sums now hold the first response
+            worker = Worker(wired)
+            worker.offsets[("surveys", 0)] = 0
+            await worker.commit(("surveys", 0), [second])
+            snaps[name] = await same(wired, plain, now)
+        assert snaps["old"] == snaps["new"]
+        for window in ("15m", "1h", "today"):
+            agent = snaps["old"]["queues"]["q"][window]["surveys_by_agent"]["a1"]  # type: ignore[index]
+            assert agent["survey_responses"]["csat"] == 2 and agent["csat"] == 1.0, (window, agent)
+        await wired.close()
+        await plain.close()
+    asyncio.run(run())
+
+
+def test_a_read_without_agent_views_fetches_no_agent_field(redis_url: str) -> None:
+    """The alert evaluator's read (``agents=False``) neither asks for the agents' own sums nor gets a single agent
+    field back; a full read gets them."""
+    async def run() -> None:
+        wired, _ = await fresh(redis_url)
+        worker = Worker(wired)
+        end = time.time()
+        for key, events in batches(5, 30, end):
+            await worker.commit(key, events)
+        seen: list[tuple[bytes, list[object]]] = []
+        pipeline = wired._pipeline
+
+        async def spy(commands, replies=None, consume=None, encoding="utf-8"):  # type: ignore[no-untyped-def]
+            out = await pipeline(commands, replies, consume, encoding)
+            seen.append((b"".join(commands), out))
+            return out
+
+        wired._pipeline = spy  # type: ignore[method-assign]
+
+        def agent_fields(replies: list[object]) -> int:
+            return sum(agent_fields(r) if isinstance(r, list) else isinstance(r, str) and r.startswith(BY_AGENT)
+                       for r in replies)
+
+        for agents in (True, False):
+            seen.clear()
+            snap = await wired.snapshot(agents=agents)
+            asked = b"".join(c for c, _ in seen)
+            got = sum(agent_fields(r) for _, r in seen)
+            if agents:
+                assert any(q["today"]["surveys_by_agent"] for q in snap["queues"].values())  # type: ignore[union-attr]
+                assert got > 0 and b"ccmon:wsa:" in asked and b"ccmon:da:" in asked
+            else:
+                assert got == 0 and b"ccmon:wsa:" not in asked and b"ccmon:da:" not in asked, got
+        await wired.close()
     asyncio.run(run())

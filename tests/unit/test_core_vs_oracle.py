@@ -14,8 +14,8 @@ from agents import core as core_module
 from agents.business_hours import parse_calendar
 from agents.config import CustomCounter, CustomRatio, Filter, MetricsConfig, QueueConfig
 from agents.config import day_of
-from agents.core import (CORES, GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING, PartitionState, apply_batch,
-                         decode_state, encode_state)
+from agents.core import (AGENT_BUCKET, AGENT_DAY, CORES, GLOBAL, OCCUPANCY_STATES, TOTAL, Z_WAIT, Z_WAITING,
+                         PartitionState, apply_batch, decode_state, encode_state)
 from agents.oracle import compute, replay
 from agents.snapshot import DUE_SETS, OPEN_SETS, WINDOWED_SETS, QueueData, assemble, segment_bounds
 from streams.events import Event, event_from_dict
@@ -54,24 +54,27 @@ CFG = MetricsConfig(
 class WindowSums:
     """One queue's rolling-window segment sums as Redis holds them (ws and wz), kept the way commit.lua's
     window-sum section (at each commit) and read.lua (at each read now) keep them: the model the Lua follows,
-    step by step."""
+    step by step. ``kind`` "b" the queue's buckets, AGENT_BUCKET its agents' own (no waits)."""
 
-    def __init__(self, store: "MemoryStore", queue: str, last: int, firsts: tuple[int, ...]) -> None:
+    def __init__(self, store: "MemoryStore", queue: str, last: int, firsts: tuple[int, ...], kind: str = "b") -> None:
         """read.lua's rebuild: every bucket of the range, summed into segments."""
-        self.store, self.queue, self.last, self.firsts = store, queue, last, firsts
+        self.store, self.queue, self.last, self.firsts, self.kind = store, queue, last, firsts, kind
         self.sums: list[dict[str, int]] = []
         self.waits: dict[int, int] = {}  # wz: each bucket's longest wait
         self.maxima: list[Optional[int]] = []  # 'm|j': None when unknown
         for j, (lo, hi) in enumerate(self.ranges()):
             acc: dict[str, int] = defaultdict(int)
             for b in range(lo, hi + 1, WIDTH):
-                for f, v in store.hashes.get(("b", queue, b), {}).items():
+                for f, v in store.hashes.get((kind, queue, b), {}).items():
                     acc[f] += v
-                top = store.top(queue, b)
+                top = self.top(b)
                 if top is not None:
                     self.waits[b] = top
             self.sums.append({f: v for f, v in acc.items() if v})
             self.maxima.append(self.longest(j))
+
+    def top(self, b: int) -> Optional[int]:
+        return self.store.top(self.queue, b) if self.kind == "b" else None
 
     def ranges(self) -> list[tuple[int, int]]:
         his = [self.last] + [f - WIDTH for f in self.firsts[:-1]]
@@ -101,7 +104,7 @@ class WindowSums:
             return
         self.add(j, fields, 1)
         if waits_touched:
-            old, new = self.waits.get(b, -1), self.store.top(self.queue, b)
+            old, new = self.waits.get(b, -1), self.top(b)
             if new is None:
                 self.waits.pop(b, None)
                 new = -1
@@ -126,14 +129,14 @@ class WindowSums:
             return False
         dirty: set[int] = set()
         for b, o, m in moves:
-            fields = self.store.hashes.get(("b", self.queue, b), {})
+            fields = self.store.hashes.get((self.kind, self.queue, b), {})
             if o is not None:
                 self.add(o, fields, -1)
                 w = self.waits.get(b)
                 if w is not None and w == self.maxima[o]:
                     dirty.add(o)
             else:
-                w = self.store.top(self.queue, b)
+                w = self.top(b)
             if m is None:
                 self.waits.pop(b, None)
             else:
@@ -160,7 +163,7 @@ class MemoryStore:
         self.hashes: dict = defaultdict(lambda: defaultdict(int))
         self.zsets: dict = defaultdict(dict)
         self.queues: set[str] = set()
-        self.sums: dict[str, WindowSums] = {}
+        self.sums: dict[tuple[str, str], WindowSums] = {}  # (bucket kind, queue) -> its sums
 
     def top(self, queue: str, b: int) -> Optional[int]:
         scores = self.zsets.get((Z_WAIT, queue, b))
@@ -179,30 +182,32 @@ class MemoryStore:
         self.queues |= res.queues
         # The commit's window-sum section, from the same batch.
         touched = {(q, b) for (kind, q, b), m in [*zadd.items(), *zrem.items()] if kind == Z_WAIT and m}
-        buckets = {(q, b): {f: v for f, v in fields.items() if v} for (kind, q, b), fields in counters.items()
-                   if kind == "b"}
-        for q, b in buckets.keys() | touched:
-            if q in self.sums:
-                self.sums[q].commit(b, buckets.get((q, b), {}), (q, b) in touched)
+        for family in ("b", AGENT_BUCKET):
+            buckets = {(q, b): {f: v for f, v in fields.items() if v} for (kind, q, b), fields in counters.items()
+                       if kind == family}
+            for q, b in buckets.keys() | (touched if family == "b" else set()):
+                if (family, q) in self.sums:
+                    self.sums[(family, q)].commit(b, buckets.get((q, b), {}), (q, b) in touched)
 
     def read(self, now_ms: int) -> None:
         """read.lua at a read now: bring every queue's sums to the range of ``now_ms``."""
         last, firsts = segment_bounds(CFG, now_ms)
         for q in [*sorted(self.queues), GLOBAL]:
-            ws = self.sums.get(q)
-            if ws is not None and (ws.last, ws.firsts) == (last, firsts):
-                for j, m in enumerate(ws.maxima):
-                    if m is None:
-                        ws.maxima[j] = ws.longest(j)
-            elif ws is None or not ws.slide(last, firsts):
-                self.sums[q] = WindowSums(self, q, last, firsts)
+            for family in ("b", AGENT_BUCKET):
+                ws = self.sums.get((family, q))
+                if ws is not None and (ws.last, ws.firsts) == (last, firsts):
+                    for j, m in enumerate(ws.maxima):
+                        if m is None:
+                            ws.maxima[j] = ws.longest(j)
+                elif ws is None or not ws.slide(last, firsts):
+                    self.sums[(family, q)] = WindowSums(self, q, last, firsts, family)
 
     def snapshot(self, now_ms: int) -> dict:
         self.read(now_ms)
         queues = sorted(self.queues)
         data = {}
         for q in [*queues, GLOBAL]:
-            ws = self.sums[q]
+            ws, own = self.sums[("b", q)], self.sums[(AGENT_BUCKET, q)]
             longest, top = [], None
             for m in ws.maxima:
                 if m is not None and m >= 0 and (top is None or m > top):
@@ -210,8 +215,8 @@ class MemoryStore:
                 longest.append(top)
             day = day_of(now_ms, CFG.queue(q))
             day_waits = self.zsets.get((Z_WAIT + "d", q, day))
-            d = QueueData(segments=[dict(s) for s in ws.sums], max_wait_ms=longest,
-                          day=dict(self.hashes.get(("d", q, day), {})),
+            d = QueueData(segments=[{**s, **a} for s, a in zip(ws.sums, own.sums)], max_wait_ms=longest,
+                          day={**self.hashes.get(("d", q, day), {}), **self.hashes.get((AGENT_DAY, q, day), {})},
                           day_max_wait_ms=max(day_waits.values()) if day_waits else None,
                           gauges=dict(self.hashes.get(("n", q, ""), {})), totals=dict(self.hashes.get((TOTAL, q, ""), {})))
             if q != GLOBAL:

@@ -8,14 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.config import HIST, MetricsConfig, QueueConfig, bucket_start, day_of
-from agents.core import BLOCKED_REASON, TOTAL, TOTAL_FIELDS, Contribution, Deltas
+from agents.core import AGENT_BUCKET, AGENT_DAY, BLOCKED_REASON, BY_AGENT, TOTAL, TOTAL_FIELDS, Contribution, Deltas
 
 BASE_MS = 1_795_400_000_000
 QUEUES = {
     "kathmandu": QueueConfig(timezone="Asia/Kathmandu", daily_reset="06:30"),  # +05:45
     "newyork": QueueConfig(timezone="America/New_York"),
 }
-FIELDS = ("offered", "answered", "answer_wait_ms", "blocked:queue_full", "agent_ms:on_call", HIST + "wait:answered:20000")
+FIELDS = ("offered", "answered", "answer_wait_ms", "blocked:queue_full", "agent_ms:on_call", HIST + "wait:answered:20000",
+          BY_AGENT + "a1:survey:csat")
 
 
 def exact(pairs: list[tuple[Contribution, Contribution]], cfg: MetricsConfig) -> dict:
@@ -31,6 +32,9 @@ def exact(pairs: list[tuple[Contribution, Contribution]], cfg: MetricsConfig) ->
                 out[("n", queue, "")][name] += d
             elif name.startswith(HIST):
                 out[(TOTAL, queue, "")][name] += d
+            elif name.startswith(BY_AGENT):  # an agent's own field: the agents' bucket and day hashes
+                out[(AGENT_BUCKET, queue, bucket_start(ts, cfg.bucket_seconds))][name] += d
+                out[(AGENT_DAY, queue, day_of(ts, cfg.queue(queue)))][name] += d
             else:
                 out[("b", queue, bucket_start(ts, cfg.bucket_seconds))][name] += d
                 out[("d", queue, day_of(ts, cfg.queue(queue)))][name] += d
