@@ -226,11 +226,13 @@ class Evaluation:
     value: Optional[float]
     threshold: Optional[float]
     guard_ok: bool = True
-    fields: dict[str, Any] = field(default_factory=dict)  # extra template fields (the queue's now gauges)
+    # extra template fields: the queue's now gauges (its numbers; _texts leaves out the rest)
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _texts(rule: Rule, state: AlertState, ev: Evaluation, now_ms: int) -> dict[str, Any]:
-    fields: dict[str, Any] = dict(ev.fields)
+    fields: dict[str, Any] = {k: v for k, v in ev.fields.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)}
     fields.update(rule=rule.name, queue=state.queue or "ccmon", value=ev.value, threshold=ev.threshold,
                   metric=rule.condition.metric, window=rule.condition.window, op=SYMBOLS[rule.condition.op],
                   severity=rule.severity)
@@ -245,6 +247,12 @@ def step(rule: Rule, state: AlertState, ev: Evaluation, now_ms: int) -> tuple[Al
     value, threshold = ev.value, ev.threshold
     known = value is not None and threshold is not None
     breach = known and ev.guard_ok and compare(rule.condition.op, value, threshold)  # type: ignore[arg-type]
+    if not breach and state.status != "firing":  # the common case, in one step (an evaluation is 50 queues x rules)
+        if state.status == "inactive" and state.pending_since_ms is None and not state.summary and \
+                state.value == value and state.threshold == threshold:
+            return state, []
+        return replace(state, value=value, threshold=threshold, status="inactive", pending_since_ms=None,
+                       summary=""), []
     previous_summary = state.summary
     summary = render(rule.summary, _texts(rule, state, ev, now_ms)) if breach else state.summary
     state = replace(state, value=value, threshold=threshold, summary=summary)
@@ -277,8 +285,6 @@ def step(rule: Rule, state: AlertState, ev: Evaluation, now_ms: int) -> tuple[Al
         return replace(state, status="inactive", pending_since_ms=None, fired_ms=None, notified_ms=None,
                        summary=""), [out]
 
-    if not breach:
-        return replace(state, status="inactive", pending_since_ms=None, summary=""), []
     since = state.pending_since_ms if state.status == "pending" and state.pending_since_ms is not None else now_ms
     if now_ms - since >= rule.for_s * 1000:
         state = replace(state, status="firing", pending_since_ms=since, fired_ms=now_ms, notified_ms=now_ms)
@@ -344,6 +350,4 @@ def evaluate(rule: Rule, state: AlertState, snapshot: Mapping[str, Any], status:
         gv = metric_value(snapshot, status, queue, g.metric, g.window, now_ms)
         gt = threshold_value(snapshot, status, queue, g, now_ms)
         guard_ok = gv is not None and gt is not None and compare(g.op, gv, gt)
-    now = window_of(snapshot, queue, NOW) or {}
-    fields = {k: v for k, v in now.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return step(rule, state, Evaluation(value, threshold, guard_ok, fields), now_ms)
+    return step(rule, state, Evaluation(value, threshold, guard_ok, window_of(snapshot, queue, NOW) or {}), now_ms)
