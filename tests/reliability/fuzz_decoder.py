@@ -234,19 +234,17 @@ def counted_inputs(name: str, timed: Callable[[str], bool] = lambda test: True) 
 
 def record(name: str, inputs: int, seconds: float, **extra: Any) -> None:
     """Merge a fuzzer's inputs tried into ``test-artifacts/fuzz.json`` (``last`` run and ``largest`` run)."""
-    ARTIFACT.parent.mkdir(exist_ok=True)
-    try:
-        data = json.loads(ARTIFACT.read_text())
-    except (OSError, ValueError):
-        data = {}
+    from tests.tools import merge_json
+
     run = {"inputs": inputs, "seconds": round(seconds, 2), "scale": scale(),
            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
-    entry = data.get(name) if isinstance(data.get(name), dict) else {}
-    largest = entry.get("largest") if isinstance(entry.get("largest"), dict) else None
-    data[name] = {"last": run, "largest": run if largest is None or inputs >= largest["inputs"] else largest}
-    tmp = ARTIFACT.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(ARTIFACT)
+
+    def update(data: dict[str, Any]) -> None:
+        entry = data.get(name) if isinstance(data.get(name), dict) else {}
+        largest = entry.get("largest") if isinstance(entry.get("largest"), dict) else None
+        data[name] = {"last": run, "largest": run if largest is None or inputs >= largest["inputs"] else largest}
+
+    merge_json(ARTIFACT, update)
 
 
 def _one_input(data: bytes) -> None:

@@ -19,6 +19,7 @@ from typing import Optional
 
 from ccmon.services import Embedded, free_port, start_broker, start_redis, stop
 from tests.integration.conftest import ARTIFACTS, Env
+from tests.tools import merge_json
 
 RESULTS = ARTIFACTS / "reliability.json"
 
@@ -38,15 +39,8 @@ def sized(ci: float, full: float) -> float:
 
 def record(case: str, **figures: object) -> None:
     """Merge one case's measured figures into ``test-artifacts/reliability.json`` and print them."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(RESULTS.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data[case] = {"scale": scale(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(RESULTS)
+    entry = {"scale": scale(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    merge_json(RESULTS, lambda data: data.__setitem__(case, entry))
     print(f"{case}: {json.dumps(figures)}")
 
 
