@@ -69,6 +69,15 @@ class Worker:
         self.offsets[key] += 1
 
 
+async def commit_traffic(store: Store, seed: int, minutes: float) -> int:
+    """Commit ``minutes`` of simulated traffic up to now through ``store``; returns now (ms)."""
+    worker = Worker(store)
+    end = time.time()
+    for key, events in batches(seed, minutes, end):
+        await worker.commit(key, events)
+    return int(end * 1000)
+
+
 async def fresh(url: str) -> tuple[Store, Store]:
     """A store whose commits keep the window sums, and one that reads as if they did not (mode 0)."""
     wired, plain = Store(url, CFG), Store(url, CFG)
@@ -189,11 +198,7 @@ def test_a_lowered_longest_wait_is_recomputed(redis_url: str) -> None:
 def test_reads_rebuild_what_is_missing_and_survive_a_script_flush(redis_url: str) -> None:
     async def run() -> None:
         wired, plain = await fresh(redis_url)
-        worker = Worker(wired)
-        end = time.time()
-        for key, events in batches(7, 20, end):
-            await worker.commit(key, events)
-        now = int(end * 1000)
+        now = await commit_traffic(wired, 7, 20)
         await same(wired, plain, now)
         ws = [k async for k in wired.redis.scan_iter(match=f"{PREFIX}w*", count=1000)]
         assert ws, "a read now keeps the sums in Redis"
@@ -211,11 +216,7 @@ def test_reads_rebuild_what_is_missing_and_survive_a_script_flush(redis_url: str
 def test_a_read_at_another_instant_writes_nothing(redis_url: str) -> None:
     async def run() -> None:
         wired, plain = await fresh(redis_url)
-        worker = Worker(wired)
-        end = time.time()
-        for key, events in batches(11, 30, end):
-            await worker.commit(key, events)
-        now = int(end * 1000)
+        now = await commit_traffic(wired, 11, 30)
         await same(wired, plain, now)
         before = {k: await wired.redis.hgetall(k) async for k in wired.redis.scan_iter(match=f"{PREFIX}w*")}
         wired.clock = lambda: now / 1000
@@ -291,10 +292,7 @@ def test_a_read_without_agent_views_fetches_no_agent_field(redis_url: str) -> No
     field back; a full read gets them."""
     async def run() -> None:
         wired, _ = await fresh(redis_url)
-        worker = Worker(wired)
-        end = time.time()
-        for key, events in batches(5, 30, end):
-            await worker.commit(key, events)
+        await commit_traffic(wired, 5, 30)
         seen: list[tuple[bytes, list[object]]] = []
         pipeline = wired._pipeline
 
