@@ -544,10 +544,8 @@ class Store:
                 else:
                     stored = meta
                     k = i % READ_CHUNK * per_queue
-                    segments, longest = _segments(_checked(script)[k], nspans, agents)  # type: ignore[assignment]
-                    if agents:
-                        segments = [_merged(p, a) for p, a in  # type: ignore[assignment]
-                                    zip(segments, _segments(_checked(script)[k + 1], nspans)[0])]
+                    segments, longest = _script_segments(  # type: ignore[assignment]
+                        _checked(script)[k:k + per_queue], nspans, agents)
                 if stored != meta or None in segments:
                     # Another reader moved the sums meanwhile, or a hash of them is lost (evicted, or expired before
                     # the others) or was recreated by a commit: rebuilt below.
@@ -571,10 +569,7 @@ class Store:
                     for j in range(0, len(stale), READ_CHUNK)]
             fresh = [x for r in await self._call(self._pipeline(redo)) for x in _checked(r)]
             for n, i in enumerate(stale):
-                segments, longest = _segments(fresh[n * per_queue], nspans, agents)
-                if agents:
-                    segments = [_merged(p, a) for p, a in  # type: ignore[misc]
-                                zip(segments, _segments(fresh[n * per_queue + 1], nspans)[0])]
+                segments, longest = _script_segments(fresh[n * per_queue:(n + 1) * per_queue], nspans, agents)
                 raws[all_queues[i]] = assembler.raw(all_queues[i], _queue_data(
                     replies, starts[i] + (1 + nspans) * per_queue, reads[i], segments, longest, agents))
         return build_snapshot(raws, cfg, now_ms, rollup_all, agents)
@@ -720,6 +715,16 @@ def _segments(flat: list, nspans: int,  # type: ignore[type-arg]
         elif j == "m":
             maxima[f] = int(v)
     return [scan_flat(seg, agents) for seg in lists], _longest(maxima, nspans)
+
+
+def _script_segments(flats: list, nspans: int,  # type: ignore[type-arg]
+                     agents: bool) -> tuple[list[_Scan], list[Optional[int]]]:
+    """A queue's sums as read.lua returned them (modes 0 and 3): its own, then (``agents``) its agents' own, added
+    up (``_merged``)."""
+    segments, longest = _segments(flats[0], nspans, agents)
+    if not agents:
+        return segments, longest
+    return [_merged(p, a) for p, a in zip(segments, _segments(flats[1], nspans)[0])], longest  # type: ignore[misc]
 
 
 def _queue_data(replies: list, at: int, r: _QueueReads, segments: list[_Scan],  # type: ignore[type-arg]
