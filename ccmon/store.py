@@ -345,20 +345,21 @@ class Store:
         out: list[object] = [0, self.expire_at(("b", GLOBAL, 0))]
         n = 0
         for (kind, q, b), fields in counters.items():
-            if kind == "b":
-                flat = [x for f, v in fields.items() if v for x in (f, v)]
-                touched = (q, b) in waits
-                if flat or touched:
-                    waits.discard((q, b))
-                    out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b,
-                            self.key((Z_WAIT, q, b)) if touched else "", len(flat) // 2, *flat]
-                    n += 1
-            elif kind == AGENT_BUCKET:
-                flat = [x for f, v in fields.items() if v for x in (f, v)]
+            if kind != "b" and kind != AGENT_BUCKET:
+                continue
+            flat = [x for f, v in fields.items() if v for x in (f, v)]
+            if kind == AGENT_BUCKET:  # the agents' own sums: no waits
                 if flat:
                     out += [self.key((AGENT_WINDOW_SUMS, q, "")), self.key((AGENT_WINDOW_WAITS, q, "")), b, "",
                             len(flat) // 2, *flat]
                     n += 1
+                continue
+            touched = (q, b) in waits
+            if flat or touched:
+                waits.discard((q, b))
+                out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b,
+                        self.key((Z_WAIT, q, b)) if touched else "", len(flat) // 2, *flat]
+                n += 1
         for q, b in sorted(waits, key=str):
             out += [self.key((WINDOW_SUMS, q, "")), self.key((WINDOW_WAITS, q, "")), b, self.key((Z_WAIT, q, b)), 0]
             n += 1
