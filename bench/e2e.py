@@ -221,6 +221,36 @@ class Stack:
         self.emb.stop()
 
 
+def gc_pauses(bases: list[str]) -> dict[str, list[float]]:
+    """The workers' cyclic-GC pauses so far (``ccmon_worker_gc_pause_seconds`` on ``/metrics/worker``), summed over
+    ``bases``: collections, seconds, and collections over 50 ms, per generation."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {"collections": [0.0] * 3, "seconds": [0.0] * 3, "over_50ms": [0.0] * 3}
+    for base in bases:
+        with urllib.request.urlopen(base + "/metrics/worker", timeout=5) as r:
+            text = r.read().decode()
+        for fam in text_string_to_metric_families(text):
+            if fam.name != "ccmon_worker_gc_pause_seconds":
+                continue
+            for s in fam.samples:
+                g = int(s.labels["generation"])
+                if s.name.endswith("_count"):
+                    out["collections"][g] += s.value
+                    out["over_50ms"][g] += s.value
+                elif s.name.endswith("_sum"):
+                    out["seconds"][g] += s.value
+                elif s.name.endswith("_bucket") and s.labels["le"] == "0.05":
+                    out["over_50ms"][g] -= s.value
+    return out
+
+
+def gc_delta(after: dict[str, list[float]], before: dict[str, list[float]]) -> dict[str, list[float]]:
+    """``after - before``, per figure and generation (seconds rounded to ms)."""
+    return {k: [round(a - b, 3) if k == "seconds" else int(a - b) for a, b in zip(after[k], before[k])]
+            for k in after}
+
+
 def raw_consumer(bootstrap: str, topics: list[str], expected: int) -> dict[str, float]:
     """The ceiling: a bare aiokafka consumer that reads every message and decodes it with ``json.loads``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -332,10 +362,13 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
             procs = [p for p, _ in started]
             # The clock starts when the first worker holds partitions: its first fetch follows at once.
             assigned = wait_assigned(stack, [b for _, b in started[:1]], procs)
+            bases = [b for _, b in started]
+            gc0 = gc_pauses(bases)
             cpu0 = sum(cpu_seconds(p.pid) for p in procs)
             first, last = wait_committed(stack, produced, 600, f"{workers} worker(s)", procs, assigned)
             secs = last - first
             cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+            gc = gc_delta(gc_pauses(bases), gc0)
             st = {k.decode(): int(v) for k, v in stack.redis().hgetall("ccmon:stats").items()}
             batches = st.get("batches", 0)
             # Commit durations ride in the next commit, so the last one is missing: a mean over the rest.
@@ -351,6 +384,8 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
                    "ratio_to_raw": produced / secs / raw["events_per_s"], "batches": batches, "redis_commit_seconds": commit_s,
                    "worker_cpu_seconds": cpu, "worker_cpu_us_per_event": cpu / produced * 1e6,
                    "worker_rss_mib": max(rss_mib(p.pid) for p in procs if p.poll() is None) if profile is None else 0}
+            out["gc"] = gc  # the cyclic GC's pauses in the worker(s) over the run, and their share of its CPU
+            out["gc_share_of_cpu"] = sum(gc["seconds"]) / cpu if cpu else 0.0
             if check:
                 status("comparing the snapshot with the oracle…")
                 out["oracle_queues"] = oracle_check(stack, [e for e, _ in items])
@@ -482,6 +517,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             pub = Publisher(stack.settings, stack.bootstrap)
             step = 0.02
             cpu_at_start = {k: cpu_seconds(pid) for k, pid in who.items()}
+            gc0 = None if broker_only else gc_pauses([base])
             start = time.time()
             n = probes = 0
             next_probe = start
@@ -506,6 +542,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 time.sleep(max(0.0, step - (time.time() - tick)))
             # Each process's share of one core while traffic was sent: this machine has two for all four.
             cpu = {k: round((cpu_seconds(pid) - cpu_at_start[k]) / (time.time() - start) * 100) for k, pid in who.items()}
+            gc = None if gc0 is None else gc_delta(gc_pauses([base]), gc0)  # the worker's GC pauses while sending
             deadline = time.time() + 30
             while len(seen) < probes and time.time() < deadline:
                 time.sleep(0.05)
@@ -526,7 +563,8 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             return {"rate_target": rate, "rate_sent": n / seconds, "probes": probes, "broker_only": broker_only,
                     "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99), "max_ms": max(lat),
                     "p50_ms_per_10s": [round(_percentile(b, 0.5)) for b in by10 if b],
-                    "poll_ms": poll * 1000, "seconds": elapsed, "cpu_percent": cpu}
+                    "poll_ms": poll * 1000, "seconds": elapsed, "cpu_percent": cpu,
+                    **({"gc": gc} if gc is not None else {})}
         finally:
             stack.close()
 

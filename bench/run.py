@@ -85,6 +85,10 @@ def main() -> None:
         show("worker CPU per event (all threads)",
              f"{statistics.median(r['worker_cpu_us_per_event'] for r in runs):,.1f} µs", "")
         show("worker RSS after the run", f"{statistics.median(r['worker_rss_mib'] for r in runs):,.0f} MiB", "")
+        gc = min(runs, key=lambda r: abs(r["events_per_s"] - one))["gc"]  # the median run's
+        show("cyclic GC in the worker, median run: collections young / middle / full, share of its CPU",
+             " / ".join(str(n) for n in gc["collections"])
+             + f", {statistics.median(r['gc_share_of_cpu'] for r in runs) * 100:.1f}%", "")
     if "scaling" in only:
         runs2 = [e2e.throughput(n, 2) for _ in range(repeat)]
         two = statistics.median(r["events_per_s"] for r in runs2)
@@ -95,6 +99,8 @@ def main() -> None:
         show(f"latency ts → /api/snapshot at {lat['rate_sent']:,.0f} ev/s, p50 ({lat['probes']} probes)",
              f"{lat['p50_ms']:,.0f} ms", "< 100 ms")
         show("latency p99", f"{lat['p99_ms']:,.0f} ms", "< 500 ms")
+        show("cyclic GC in the worker while sending: collections, seconds, over 50 ms",
+             f"{sum(lat['gc']['collections'])}, {sum(lat['gc']['seconds']):.2f} s, {sum(lat['gc']['over_50ms'])}", "")
         show("CPU during the latency run, % of one core: worker / broker / Redis / this harness",
              " / ".join(str(lat["cpu_percent"][k]) for k in ("worker", "broker", "redis", "harness")), "")
         # The floor under those figures: the same traffic with no worker, timed as the broker hands it out.

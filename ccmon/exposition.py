@@ -24,7 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from agents import selfstats
 from agents.snapshot import WAIT_OUTCOMES, histogram
-from ccmon import __version__
+from ccmon import __version__, gcstats
 from ccmon.gcpause import gc_paused
 
 if TYPE_CHECKING:
@@ -319,6 +319,7 @@ class WorkerCollector:
         if self.redis_errors is not None:
             yield CounterMetricFamily("ccmon_worker_redis_errors", "Redis calls of this worker that failed "
                                       "(unreachable or refused) since it started.", value=float(self.redis_errors))
+        yield from gcstats.families()  # the cyclic collector's pauses, once the worker records them
 
 
 def _encode(register: Callable[[CollectorRegistry], None], accept: Optional[str]) -> tuple[bytes, str]:

@@ -13,6 +13,7 @@ from typing import Callable, TypeVar
 import faust
 from kafka.errors import KafkaError
 
+from ccmon import gcstats
 from ccmon.errors import BrokerUnavailable, ConfigError, StoreUnavailable
 from ccmon.settings import Settings
 from ccmon.store import Store, redact_url
@@ -99,6 +100,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    gcstats.install()  # each collection's pause, on /metrics/worker (ccmon/gcstats.py)
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)

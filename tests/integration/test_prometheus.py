@@ -229,6 +229,9 @@ def test_prometheus_scrapes_the_same_numbers_as_the_snapshot(stack: tuple[Env, s
     # The per-process job is up, and the deploy/ rules loaded and evaluate without error.
     assert float(prom.query('up{job="ccmon-worker"}')[0]["value"][1]) == 1
     assert float(prom.query('ccmon_worker_consuming{job="ccmon-worker"}')[0]["value"][1]) == 1
+    # The worker records its cyclic-GC pauses from start-up (ccmon/gcstats.py): one series per generation.
+    assert {r["metric"]["generation"] for r in prom.query('ccmon_worker_gc_pause_seconds_count{job="ccmon-worker"}')} \
+        == {"0", "1", "2"}
     groups = prom.api("rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
     assert rules, "Prometheus loaded no rule from deploy/prometheus/rules"
