@@ -233,5 +233,10 @@ def day_of(ts_ms: int, q: QueueConfig) -> str:
 
 def day_end_epoch(day: str, q: QueueConfig) -> int:
     """Epoch seconds at which the queue-local ``day`` ends (its next reset)."""
-    start = datetime.fromisoformat(day) + timedelta(days=1) + _reset_offset(q.daily_reset)
-    return int(start.replace(tzinfo=_zone(q.timezone)).timestamp())
+    return _day_end(day, q.timezone, q.daily_reset)
+
+
+@lru_cache(maxsize=4096)  # every commit asks for each day hash it touches: a few days per queue and zone
+def _day_end(day: str, zone: str, daily_reset: str) -> int:
+    start = datetime.fromisoformat(day) + timedelta(days=1) + _reset_offset(daily_reset)
+    return int(start.replace(tzinfo=_zone(zone)).timestamp())
