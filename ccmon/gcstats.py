@@ -77,11 +77,6 @@ def install() -> GcPauses:
     return _installed
 
 
-def installed() -> Optional[GcPauses]:
-    """The recorder ``install`` started, if any."""
-    return _installed
-
-
 def families() -> Iterator[Metric]:
     """The pause histogram when recording, else nothing."""
     if _installed is not None:
