@@ -374,13 +374,16 @@ class Store:
             ws, wsa = self.key((WINDOW_SUMS, queue, "")), self.key((AGENT_WINDOW_SUMS, queue, ""))
             key = self.key
             jitter = zlib.crc32(queue.encode()) % WINDOW_SUMS_JITTER
+
+            def sums(k: str) -> bytes:  # a window-sums hash and its spans' hashes
+                return b"".join([_pack("HGETALL", k)] + [_pack("HGETALL", f"{k}:{j}") for j in range(self._nspans)])
+
             reads = _QueueReads(
                 item=[ws, key((WINDOW_WAITS, queue, "")), key(("b", queue, "")) + ":", key((Z_WAIT, queue, "")) + ":",
                       jitter],
-                sums=b"".join([_pack("HGETALL", ws)] + [_pack("HGETALL", f"{ws}:{j}") for j in range(self._nspans)]),
+                sums=sums(ws),
                 agent_item=[wsa, key((AGENT_WINDOW_WAITS, queue, "")), key((AGENT_BUCKET, queue, "")) + ":", "", jitter],
-                agent_sums=b"".join([_pack("HGETALL", wsa)]
-                                    + [_pack("HGETALL", f"{wsa}:{j}") for j in range(self._nspans)]),
+                agent_sums=sums(wsa),
                 static=b"".join([_pack("HGETALL", key(("n", queue, ""))), _pack("HGETALL", key((TOTAL, queue, "")))]
                                 + ([_pack("ZCARD", key((Z_WAITING, queue, ""))),
                                     _pack("ZRANGE", key((Z_WAITING, queue, "")), 0, 0, "WITHSCORES")]

@@ -13,7 +13,7 @@ from ccmon.gcstats import BOUNDS, GcPauses
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 100.0
+        self.now = 0.0
 
     def __call__(self) -> float:
         return self.now
@@ -26,10 +26,14 @@ def collect(rec: GcPauses, clock: Clock, generation: int, seconds: float) -> Non
     rec("stop", {"generation": generation, "collected": 0, "uncollectable": 0})
 
 
-def samples(rec: GcPauses) -> dict[tuple[str, frozenset], float]:
-    body = text_format([rec.family()]).decode()
+def parsed(body: bytes) -> dict[tuple[str, frozenset], float]:
+    """Each sample of a text exposition, by name and labels."""
     return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(body) for s in fam.samples}
+            for fam in text_string_to_metric_families(body.decode()) for s in fam.samples}
+
+
+def samples(rec: GcPauses) -> dict[tuple[str, frozenset], float]:
+    return parsed(text_format([rec.family()]))
 
 
 def test_pauses_land_in_their_bucket_per_generation() -> None:
@@ -66,9 +70,7 @@ def test_installed_recorder_times_real_collections_and_shows_on_the_worker_expos
         before = rec.counts()[2]
         gc.collect()
         assert rec.counts()[2] == before + 1 and rec.sums[2] > 0
-        body, _ = render_worker(True, 4, None)
-        got = {(s.name, frozenset(s.labels.items())): s.value
-               for fam in text_string_to_metric_families(body.decode()) for s in fam.samples}
+        got = parsed(render_worker(True, 4, None)[0])
         assert got[("ccmon_worker_gc_pause_seconds_count", frozenset({"generation": "2"}.items()))] >= 1
     finally:
         gc.callbacks.remove(rec)
