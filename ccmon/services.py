@@ -143,7 +143,32 @@ def start_redis(data_dir: Path, port: Optional[int] = None) -> tuple[subprocess.
         log_path,
     )
     _wait_port(port, proc, "the embedded Redis", log_path)
+    _wait_loaded(port, proc, log_path)
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def _wait_loaded(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 120.0) -> None:
+    """Wait until Redis has loaded its AOF: it listens before that, and answers most commands with LOADING."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServiceStartError(f"the embedded Redis exited with status {proc.returncode} while loading its "
+                                        f"data; see {log_path}")
+            try:
+                if not int(client.info("persistence").get("loading", 0)):
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+    finally:
+        client.close()
+    stop(proc)
+    raise ServiceStartError(f"the embedded Redis was still loading its data after {timeout:.0f}s; see {log_path} "
+                            f"(a large AOF takes longer: start it again, or point CCMON_REDIS_URL at a running Redis)")
 
 
 @dataclass
