@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.record import util as record_util
 
 from ccmon.errors import BrokerUnavailable
 from ccmon.settings import Settings
@@ -16,6 +18,27 @@ from streams.partitioning import partition_for
 MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 512 * 1024  # well under the broker's default 1 MiB message limit
 
+log = logging.getLogger("ccmon.producer")
+SLOW_CRC = ("the crc32c package is not installed, so kafka-python checksums every record batch in pure Python: "
+            "producing costs about 8 times the CPU (~20 us per event instead of ~3). Install it in ccmon's "
+            "environment: pip install crc32c (ccmon's own install, kafka-python[crc32c], brings it)")
+_warned = False
+
+
+def native_crc() -> bool:
+    """Whether kafka-python checksums record batches (CRC-32C, every message it produces) in native code."""
+    return getattr(record_util, "crc32c_c", None) is not None
+
+
+def warn_if_slow_crc() -> bool:
+    """Log ``SLOW_CRC`` once per process when the checksums run in pure Python; return whether it did now."""
+    global _warned
+    if _warned or native_crc():
+        return False
+    _warned = True
+    log.warning(SLOW_CRC)
+    return True
+
 
 class Publisher:
     """Publishes events to their domain topics and rejects to the dead-letter topic."""
@@ -23,6 +46,7 @@ class Publisher:
     def __init__(self, settings: Settings, bootstrap: str):
         self.settings = settings
         self.bootstrap = bootstrap
+        warn_if_slow_crc()
         try:
             self.producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
