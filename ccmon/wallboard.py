@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 from importlib import resources
 from typing import Any, Mapping, Optional, Sequence
+
+import msgspec
 
 from alerts.config import AlertsConfig
 from alerts.engine import Rule, clear_bound, compare, healthy_side
@@ -198,7 +199,7 @@ class Hub:
     async def _produce(self) -> None:
         while self.screens:
             try:
-                message = b"event: snapshot\ndata: " + json.dumps(await self.payload(), separators=(",", ":")).encode() + b"\n\n"
+                message = b"event: snapshot\ndata: " + msgspec.json.encode(await self.payload()) + b"\n\n"
                 self.built += 1
             except Exception as exc:  # noqa: BLE001 - Redis away: the screens go stale by themselves
                 log.warning("wallboard: cannot build an update: %s", exc)
