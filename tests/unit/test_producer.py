@@ -2,7 +2,7 @@
 
 kafka-python checksums every record batch it produces (CRC-32C). Without the ``crc32c`` package it does so in
 pure Python, at ~150 ms of CPU per MB: ~20 µs per event for `ccmon send`, `ccmon simulate`, the HTTP ingest and
-the Asterisk adapter, against ~3 with it (bench/README.md).
+the Asterisk adapter, against ~3 with it (docs/performance.md).
 """
 
 from __future__ import annotations
