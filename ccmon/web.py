@@ -214,7 +214,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             with gc_paused():  # until the snapshot is encoded and dropped (ccmon/gcpause.py)
                 return json_body(await store.snapshot(now_ms=at, only=only))
         except StoreUnavailable as exc:
-            return json_body({"error": str(exc)}, status=503)
+            return json_error(str(exc), 503)
 
     limiter = RateLimiter(settings.ingest_rate)
     tokens = tokens_of(settings.ingest_tokens)
