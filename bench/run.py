@@ -140,8 +140,10 @@ def main() -> None:
             finally:
                 emb.stop()
         cells = [c.strip() for c in out[0].strip("|").split("|")]
-        show(f"/metrics for {scrape_q} queues, warm median ({cells[2]} samples)", f"{cells[4]} ms", "< 250 ms at 500")
+        show(f"/metrics for {scrape_q} queues as Prometheus asks (OpenMetrics), warm median ({cells[2]} samples)",
+             f"{cells[4]} ms", "< 250 ms at 500")
         show(f"/metrics for {scrape_q} queues, cold median (window sums rebuilt)", f"{cells[6]} ms", "")
+        show(f"/metrics for {scrape_q} queues in the text format (curl), warm median", f"{cells[9]} ms", "")
     took = time.monotonic() - started
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# ccmon benchmark {'(quick) ' if q else ''}{stamp}", "", f"Machine: {machine()}. "

@@ -5,6 +5,10 @@ with an hour of simulated traffic per queue, then times what the ``/metrics``
 handler does: read the snapshot and the worker status from Redis and render the
 exposition. Prints the median and p90 over repeated scrapes.
 
+Each scrape asks for what Prometheus asks for by default: OpenMetrics first (``PROMETHEUS_ACCEPT``, the
+``Accept`` header of Prometheus 2.42); the last column is a warm scrape in the classic text format, which
+``curl`` and older scrapers get.
+
 Two kinds of scrape: *warm* (the readers' window sums in Redis are at the current
 range, as they are when anything read the snapshot in the last minute) and *cold*
 (the sums deleted first, so every queue's are rebuilt from its buckets, as after a
@@ -38,6 +42,9 @@ from streams.partitioning import partition_for  # noqa: E402
 from streams.simulator import SimConfig, generate  # noqa: E402
 
 PARTITIONS = 4
+# What Prometheus 2.x sends (checked against Debian's prometheus 2.42 with a logging HTTP server).
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 
 async def fill(store: Store, cfg: MetricsConfig, queues: int, minutes: float, calls_per_hour: float = 120,
@@ -72,10 +79,10 @@ async def fill(store: Store, cfg: MetricsConfig, queues: int, minutes: float, ca
     return n
 
 
-async def scrape(store: Store) -> tuple[float, int, int]:
-    """One scrape: seconds, body bytes, sample lines."""
+async def scrape(store: Store, accept: str | None = PROMETHEUS_ACCEPT) -> tuple[float, int, int]:
+    """One scrape as ``accept`` asks for it (None: the text format): seconds, body bytes, sample lines."""
     started = time.perf_counter()
-    body, _ = await scrape_metrics(store, await store.status(), None)
+    body, _ = await scrape_metrics(store, await store.status(), accept)
     elapsed = time.perf_counter() - started
     samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     return elapsed, len(body), samples
@@ -113,13 +120,15 @@ async def run(url: str, sizes: list[int], repeat: int, minutes: float, plain: bo
             await drop_window_sums(store)
             colds.append((await scrape(store))[0])
         times = []
-        for _ in range(repeat):
+        texts = []
+        for _ in range(repeat):  # alternated, so that both formats see the same moments of a drifting machine
             elapsed, size, samples = await scrape(store)
             times.append(elapsed)
+            texts.append((await scrape(store, None))[0])
         median, p90 = figures(times)
         cold_cells = "| {:,.0f} | {:,.0f} ".format(*figures(colds)) if colds else "| – | – "
         rows.append(f"| {queues} | {events:,} | {samples:,} | {size / 1024:,.0f} | {median:,.0f} | {p90:,.0f} "
-                    f"{cold_cells}| {filled:,.0f} |")
+                    f"{cold_cells}| {filled:,.0f} | {figures(texts)[0]:,.0f} |")
         print(rows[-1], flush=True)
         await store.close()
     return rows
@@ -138,8 +147,8 @@ def main() -> None:
         proc, url = start_redis(Path(tmp))
         try:
             print("| queues | events | samples | body KiB | warm median ms | warm p90 ms | cold median ms | cold p90 ms "
-                  "| fill s |")
-            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                  "| fill s | text format, warm median ms |")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             asyncio.run(run(url, [int(q) for q in args.queues.split(",")], args.repeat, args.minutes, args.plain,
                             args.cold))
         finally:

@@ -9,6 +9,7 @@ CPU, partitions), scraped on every replica for liveness.
 from __future__ import annotations
 
 import platform
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -20,6 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
 from agents import selfstats
@@ -336,8 +338,9 @@ def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def text_format(families: Iterable[Metric]) -> bytes:
-    """The Prometheus text format (0.0.4), byte for byte what prometheus_client writes for these families.
+def text_format(families: Iterable[Metric], openmetrics: bool = False) -> bytes:
+    """The Prometheus text format (0.0.4), or OpenMetrics 1.0.0 with ``openmetrics``, byte for byte what
+    prometheus_client writes for these families.
 
     A scrape of many queues is mostly sample lines with the same few label values,
     so escaped values are cached; prometheus_client re-validates every label name
@@ -346,9 +349,7 @@ def text_format(families: Iterable[Metric]) -> bytes:
     out: list[str] = []
     escaped: dict[str, str] = {}
     for fam in families:
-        name = fam.name + {"counter": "_total", "info": "_info"}.get(fam.type, "")
-        doc = fam.documentation.replace("\\", "\\\\").replace("\n", "\\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {_TYPES[fam.type]}\n")
+        out.append(_head(fam.name, fam.documentation, fam.type, openmetrics))
         for sample in fam.samples:
             if sample.labels:
                 parts = []
@@ -390,12 +391,23 @@ _CALL_HEADS = [(f'ccmon_window_calls{{outcome="{name}",', name) for name in WIND
 _TICKET_HEADS = [(f'ccmon_window_tickets{{kind="{kind}",', "tickets_" + kind) for kind in TICKET_KINDS]
 
 
-def _head(name: str, doc: str, type_: str) -> str:
-    return f"# HELP {name} {doc.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}\n# TYPE {name} {type_}\n"
+_SUFFIX = {"counter": "_total", "info": "_info"}  # the text format names these families by their samples
 
 
-def snapshot_text(snapshot: View, status: View) -> bytes:
-    """The text format of ``SnapshotCollector(snapshot, status)``, written straight from the snapshot.
+def _head(name: str, doc: str, type_: str, openmetrics: bool = False) -> str:
+    """A family's HELP and TYPE lines. ``name`` is the family's (a counter's without ``_total``), as prometheus_client
+    names it; the text format shows a counter or info family by its samples' name, and an info family as a gauge."""
+    doc = doc.replace("\\", "\\\\").replace("\n", "\\n")
+    if openmetrics:  # OpenMetrics escapes quotes in HELP too
+        doc = doc.replace('"', '\\"')
+        return f"# HELP {name} {doc}\n# TYPE {name} {type_}\n"
+    name += _SUFFIX.get(type_, "")
+    return f"# HELP {name} {doc}\n# TYPE {name} {_TYPES[type_]}\n"
+
+
+def snapshot_text(snapshot: View, status: View, openmetrics: bool = False) -> bytes:
+    """The text format of ``SnapshotCollector(snapshot, status)`` (OpenMetrics with ``openmetrics``), written straight
+    from the snapshot.
 
     Byte for byte what ``text_format`` (and so prometheus_client) writes for the collector's families
     (tests/unit/test_exposition.py compares them), but with no metric family, sample or label dict
@@ -403,6 +415,10 @@ def snapshot_text(snapshot: View, status: View) -> bytes:
     collected in one pass over the views.
     """
     queues: Mapping[str, Any] = snapshot.get("queues", {})  # type: ignore[assignment]
+
+    def heading(name: str, doc: str, type_: str) -> str:
+        return _head(name, doc, type_, openmetrics)
+
     escaped: dict[str, str] = {}
 
     def esc(value: str) -> str:
@@ -474,16 +490,16 @@ def snapshot_text(snapshot: View, status: View) -> bytes:
             frt.append(f'ccmon_ticket_first_response_seconds_count{qlabel}{last}\n')
             frt.append(f'ccmon_ticket_first_response_seconds_sum{qlabel}{_go(float(h["sum"]))}\n')
     for key, (name, doc, _) in TOTALS.items():
-        out.append(_head(name + "_total", doc, "counter"))
+        out.append(heading(name, doc, "counter"))
         out += counters[key]
-    out.append(_head("ccmon_calls_blocked_total", "Calls blocked before queueing, by reason.", "counter"))
+    out.append(heading("ccmon_calls_blocked", "Calls blocked before queueing, by reason.", "counter"))
     out += blocked
-    out.append(_head("ccmon_survey_responses_total", "Survey responses, by kind.", "counter"))
+    out.append(heading("ccmon_survey_responses", "Survey responses, by kind.", "counter"))
     out += responses
-    out.append(_head("ccmon_call_wait_seconds", "Wait of calls that left the queue, by outcome; the buckets include "
+    out.append(heading("ccmon_call_wait_seconds", "Wait of calls that left the queue, by outcome; the buckets include "
                      "the queue's SL and short-abandon thresholds.", "histogram"))
     out += wait
-    out.append(_head("ccmon_ticket_first_response_seconds", "SLA-clock time to the first public agent reply; the "
+    out.append(heading("ccmon_ticket_first_response_seconds", "SLA-clock time to the first public agent reply; the "
                      "buckets include the queue's first-response targets.", "histogram"))
     out += frt
 
@@ -540,24 +556,24 @@ def snapshot_text(snapshot: View, status: View) -> bytes:
                 (custom_count if is_count else custom_ratio).append(
                     f'{"ccmon_custom_count" if is_count else "ccmon_custom_ratio"}{{name="{esc(name)}",queue="{qe}",'
                     f'window="{we}"}} {num(value)}\n')
-    out.append(_head("ccmon_window_calls", "Calls in the window by outcome (event time).", "gauge"))
+    out.append(heading("ccmon_window_calls", "Calls in the window by outcome (event time).", "gauge"))
     out += calls
-    out.append(_head("ccmon_window_tickets", "Tickets created, solved, reopened and escalated in the window.", "gauge"))
+    out.append(heading("ccmon_window_tickets", "Tickets created, solved, reopened and escalated in the window.", "gauge"))
     out += tickets
-    out.append(_head("ccmon_window_survey_responses", "Survey responses in the window, by kind.", "gauge"))
+    out.append(heading("ccmon_window_survey_responses", "Survey responses in the window, by kind.", "gauge"))
     out += window_responses
     for key, (name, doc) in WINDOW_VALUES.items():
-        out.append(_head(name, doc, "gauge"))
+        out.append(heading(name, doc, "gauge"))
         out += values[key]
-    out.append(_head("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + wrap-up) time over the "
+    out.append(heading("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + wrap-up) time over the "
                      "window.", "gauge"))
     out += occupancy
     for key, (name, doc) in AGENT_SURVEY.items():
-        out.append(_head(name, doc, "gauge"))
+        out.append(heading(name, doc, "gauge"))
         out += agent[key]
-    out.append(_head("ccmon_custom_count", "A user-defined counter over the window (queue empty: all queues).", "gauge"))
+    out.append(heading("ccmon_custom_count", "A user-defined counter over the window (queue empty: all queues).", "gauge"))
     out += custom_count
-    out.append(_head("ccmon_custom_ratio", "A user-defined ratio over the window (queue empty: all queues).", "gauge"))
+    out.append(heading("ccmon_custom_ratio", "A user-defined ratio over the window (queue empty: all queues).", "gauge"))
     out += custom_ratio
 
     # ---- point-in-time gauges
@@ -581,23 +597,45 @@ def snapshot_text(snapshot: View, status: View) -> bytes:
     for name, value in kpis.items():
         kpi.append(f'ccmon_kpi{{name="{esc(name)}",queue=""}} {num(value)}\n')
     for key, (name, doc, _) in NOW_VALUES.items():
-        out.append(_head(name, doc, "gauge"))
+        out.append(heading(name, doc, "gauge"))
         out += now_lines[key]
-    out.append(_head("ccmon_agents", "Agents per queue by current state (staffed: all but offline).", "gauge"))
+    out.append(heading("ccmon_agents", "Agents per queue by current state (staffed: all but offline).", "gauge"))
     out += agents
-    out.append(_head("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).", "gauge"))
+    out.append(heading("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).", "gauge"))
     out += kpi
 
     body = "".join(out).encode()
     # The self-metrics are a few dozen samples: the family path is cheap there.
-    return body + text_format(SnapshotCollector(snapshot, status)._self_metrics(len(queues)))
+    body += text_format(SnapshotCollector(snapshot, status)._self_metrics(len(queues)), openmetrics)
+    return body + b"# EOF\n" if openmetrics else body
+
+
+_SAME_BYTES = frozenset({openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8})  # escaping schemes that keep legacy names
+
+
+def _fast_format(encoder: Callable[..., bytes]) -> Optional[bool]:
+    """Whether ``snapshot_text`` writes what ``encoder`` would: False for the text format, True for OpenMetrics
+    1.0.0, None for anything else (prometheus_client's path).
+
+    Prometheus asks for OpenMetrics first by default, so both formats need the direct path. Every ccmon metric and
+    label name is a legacy one, which the ``underscores`` and ``allow-utf-8`` escaping schemes leave as they are.
+    """
+    if encoder is generate_latest:
+        return False
+    if isinstance(encoder, partial) and not encoder.args and encoder.keywords.get("escaping") in _SAME_BYTES:
+        if encoder.func is generate_latest and set(encoder.keywords) == {"escaping"}:
+            return False
+        if encoder.func is openmetrics.generate_latest and encoder.keywords.get("version") == "1.0.0":
+            return True
+    return None
 
 
 def render(snapshot: View, status: View, accept: Optional[str]) -> tuple[bytes, str]:
     """The global view's exposition body and content type (OpenMetrics when the scraper asks for it)."""
     encoder, content_type = choose_encoder(accept or "")
-    if encoder is generate_latest:  # the classic text format; OpenMetrics goes through prometheus_client
-        return snapshot_text(snapshot, status), content_type
+    om = _fast_format(encoder)
+    if om is not None:
+        return snapshot_text(snapshot, status, om), content_type
     return _encode(lambda r: r.register(SnapshotCollector(snapshot, status)), accept)  # type: ignore[arg-type]
 
 

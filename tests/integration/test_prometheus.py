@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families as text_families
 
 from ccmon.exposition import SnapshotCollector
 from ccmon.services import free_port, python_cmd, spawn, stop
@@ -292,3 +294,8 @@ def test_promtool_accepts_the_exposition(stack: tuple[Env, str, Prometheus], pat
     assert not (check.stdout + check.stderr).strip(), (check.stdout + check.stderr).decode()  # no lint warning
     om, om_type = get(base + path, accept="application/openmetrics-text; version=1.0.0")
     assert om_type.startswith("application/openmetrics-text") and om.rstrip().endswith(b"# EOF")
+    # OpenMetrics is what Prometheus asks for first: a strict parser takes it, with the series of the text format
+    # (the traffic goes on between the two scrapes, so a few may come or go).
+    series = {(s.name, tuple(sorted(s.labels.items()))) for f in openmetrics_families(om.decode()) for s in f.samples}
+    text = {(s.name, tuple(sorted(s.labels.items()))) for f in text_families(body.decode()) for s in f.samples}
+    assert text and len(series ^ text) <= len(text) // 20, sorted(series ^ text)[:10]
