@@ -588,12 +588,13 @@ def rollup(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int,
     return view
 
 
-def custom_rollup(scans: Mapping[str, list[_Scan]], cfg: MetricsConfig) -> dict[str, object]:
-    """Only the custom metrics of the roll-up, per window: ``{<window>: {"custom": {...}}}``."""
+def custom_sums(scans: Mapping[str, list[_Scan]], cfg: MetricsConfig) -> dict[str, dict[str, int]]:
+    """Per window, the counters the custom metrics read, summed over the scanned queues. Sums of disjoint sets of
+    queues add up, so readers in several processes can each sum theirs (``ccmon/scrape_pool.py``)."""
     keys = {CUSTOM + cc.name for cc in cfg.custom_counters}
     for r in cfg.custom_ratios:
         keys |= {CUSTOM + r.numerator, r.numerator, CUSTOM + r.denominator, r.denominator}
-    out: dict[str, object] = {}
+    out: dict[str, dict[str, int]] = {}
     for name in cfg.window_names:
         c: dict[str, int] = {}
         for p in scans[name]:
@@ -601,17 +602,23 @@ def custom_rollup(scans: Mapping[str, list[_Scan]], cfg: MetricsConfig) -> dict[
                 v = p.plain.get(k)
                 if v is not None:
                     c[k] = c.get(k, 0) + v
-        out[name] = {"custom": custom_view(c, cfg) if keys else {}}
+        out[name] = c
     return out
 
 
+def custom_rollup(sums: Mapping[str, Counts], cfg: MetricsConfig) -> dict[str, object]:
+    """Only the custom metrics of the roll-up, per window (``{<window>: {"custom": {...}}}``), from ``custom_sums``."""
+    return {name: {"custom": custom_view(sums.get(name, {}), cfg)} for name in cfg.window_names}
+
+
 def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int,
-                   rollup_all: bool = True, agents: bool = True) -> dict[str, object]:
+                   rollup_all: bool = True, agents: bool = True, sums: bool = False) -> dict[str, object]:
     """The snapshot document: ``{"generated_at", "queues": {q: {"now", <window>..., "totals"}}, "all": {...}}``.
 
     ``rollup_all=False`` leaves out the roll-up but its custom metrics (``all.<window>.custom``), which is all the
     Prometheus exposition shows of it. ``agents=False`` leaves out every window's ``surveys_by_agent``, which no
-    alert rule reads.
+    alert rule reads. ``sums`` adds ``custom_sums`` (what the custom roll-up is made of), for a reader that
+    merges several partial snapshots.
     """
     queues: dict[str, object] = {}
     scans: dict[str, list[_Scan]] = {name: [] for name in cfg.window_names}
@@ -634,12 +641,16 @@ def build_snapshot(raws: Mapping[str, QueueRaw], cfg: MetricsConfig, now_ms: int
         queues[queue] = view
     generated = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
     glob = raws.get(GLOBAL) or QueueRaw()
-    return {
+    totals = custom_sums(scans, cfg) if sums or not rollup_all else {}
+    doc: dict[str, object] = {
         "generated_at": generated.replace("+00:00", "Z"),
         "queues": queues,
-        "all": rollup(raws, cfg, now_ms, scans, agents) if rollup_all else custom_rollup(scans, cfg),
+        "all": rollup(raws, cfg, now_ms, scans, agents) if rollup_all else custom_rollup(totals, cfg),
         "kpis": kpi_view(glob.gauges),
     }
+    if sums:
+        doc["custom_sums"] = totals
+    return doc
 
 
 # ------------------------------------------------------------------ the reader

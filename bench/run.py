@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e  # noqa: E402
 import scrape  # noqa: E402
 
+from ccmon.scrape_pool import SHARD_MIN_QUEUES  # noqa: E402
 from ccmon.services import start_embedded  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -140,10 +141,13 @@ def main() -> None:
             finally:
                 emb.stop()
         cells = [c.strip() for c in out[0].strip("|").split("|")]
-        show(f"/metrics for {scrape_q} queues as Prometheus asks (OpenMetrics), warm median ({cells[2]} samples)",
+        show(f"/metrics for {scrape_q} queues as Prometheus asks (OpenMetrics; {scrape.HELPERS} helper processes "
+             f"from {SHARD_MIN_QUEUES} queues on), warm median ({cells[2]} samples)",
              f"{cells[4]} ms", "< 250 ms at 500")
         show(f"/metrics for {scrape_q} queues, cold median (window sums rebuilt)", f"{cells[6]} ms", "")
         show(f"/metrics for {scrape_q} queues in the text format (curl), warm median", f"{cells[9]} ms", "")
+        show(f"/metrics for {scrape_q} queues rendered in one process (CCMON_SCRAPE_PROCESSES=0), warm median",
+             f"{cells[10]} ms", "")
     took = time.monotonic() - started
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# ccmon benchmark {'(quick) ' if q else ''}{stamp}", "", f"Machine: {machine()}. "

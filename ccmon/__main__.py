@@ -2,4 +2,5 @@
 
 from ccmon.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned helper process imports this module again (ccmon/scrape_pool.py)
+    main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -415,6 +415,35 @@ def snapshot_text(snapshot: View, status: View, openmetrics: bool = False) -> by
     collected in one pass over the views.
     """
     queues: Mapping[str, Any] = snapshot.get("queues", {})  # type: ignore[assignment]
+    return stitch([snapshot_sections(snapshot, openmetrics)], status, openmetrics, len(queues))
+
+
+Sections = list[tuple[str, Union[list[str], bytes]]]  # each family's HELP and TYPE lines, and its sample lines
+
+
+def stitch(parts: Iterable[Sections], status: View, openmetrics: bool, n_queues: int) -> bytes:
+    """One exposition from the sections of several snapshots (each family's samples in the order of ``parts``; a
+    helper process sends its lines already joined and encoded), then the worker's own metrics from ``status``.
+    The body is ~10 MB at 500 queues: it is copied once, at the end."""
+    parts = list(parts)
+    chunks: list[bytes] = []
+    for i, (head, _) in enumerate(parts[0]):
+        chunks.append(head.encode())
+        for part in parts:
+            lines = part[i][1]
+            chunks.append(lines if type(lines) is bytes else "".join(lines).encode())  # type: ignore[arg-type]
+    # The self-metrics are a few dozen samples: the family path is cheap there.
+    chunks.append(text_format(SnapshotCollector({}, status)._self_metrics(n_queues), openmetrics))
+    if openmetrics:
+        chunks.append(b"# EOF\n")
+    return b"".join(chunks)
+
+
+def snapshot_sections(snapshot: View, openmetrics: bool = False, whole: bool = True) -> Sections:
+    """``snapshot_text``'s families, as sections. ``whole=False`` leaves out the samples of no queue (the all-queues
+    custom metrics and the KPIs of no queue): for a snapshot of some of the queues, whose sections are stitched
+    with others'."""
+    queues: Mapping[str, Any] = snapshot.get("queues", {})  # type: ignore[assignment]
 
     def heading(name: str, doc: str, type_: str) -> str:
         return _head(name, doc, type_, openmetrics)
@@ -427,7 +456,7 @@ def snapshot_text(snapshot: View, status: View, openmetrics: bool = False) -> by
             e = escaped[value] = _escape_label(value)
         return e
 
-    out: list[str] = []
+    sections: Sections = []
     num = _num
     ints = _number_cache
     # Ratios repeat across queues and windows (0.5, 2/3...): formatted once per scrape. Zeros are left out, as
@@ -490,18 +519,13 @@ def snapshot_text(snapshot: View, status: View, openmetrics: bool = False) -> by
             frt.append(f'ccmon_ticket_first_response_seconds_count{qlabel}{last}\n')
             frt.append(f'ccmon_ticket_first_response_seconds_sum{qlabel}{_go(float(h["sum"]))}\n')
     for key, (name, doc, _) in TOTALS.items():
-        out.append(heading(name, doc, "counter"))
-        out += counters[key]
-    out.append(heading("ccmon_calls_blocked", "Calls blocked before queueing, by reason.", "counter"))
-    out += blocked
-    out.append(heading("ccmon_survey_responses", "Survey responses, by kind.", "counter"))
-    out += responses
-    out.append(heading("ccmon_call_wait_seconds", "Wait of calls that left the queue, by outcome; the buckets include "
-                     "the queue's SL and short-abandon thresholds.", "histogram"))
-    out += wait
-    out.append(heading("ccmon_ticket_first_response_seconds", "SLA-clock time to the first public agent reply; the "
-                     "buckets include the queue's first-response targets.", "histogram"))
-    out += frt
+        sections.append((heading(name, doc, "counter"), counters[key]))
+    sections.append((heading("ccmon_calls_blocked", "Calls blocked before queueing, by reason.", "counter"), blocked))
+    sections.append((heading("ccmon_survey_responses", "Survey responses, by kind.", "counter"), responses))
+    sections.append((heading("ccmon_call_wait_seconds", "Wait of calls that left the queue, by outcome; the buckets "
+                             "include the queue's SL and short-abandon thresholds.", "histogram"), wait))
+    sections.append((heading("ccmon_ticket_first_response_seconds", "SLA-clock time to the first public agent reply; "
+                             "the buckets include the queue's first-response targets.", "histogram"), frt))
 
     # ---- windowed gauges
     calls: list[str] = []
@@ -516,7 +540,7 @@ def snapshot_text(snapshot: View, status: View, openmetrics: bool = False) -> by
     agent_names = [(k, name, agent[k].append) for k, (name, _) in AGENT_SURVEY.items()]
     custom_count: list[str] = []
     custom_ratio: list[str] = []
-    views: list[tuple[str, Any]] = list(queues.items()) + [("", snapshot.get("all", {}))]
+    views: list[tuple[str, Any]] = list(queues.items()) + ([("", snapshot.get("all", {}))] if whole else [])
     for queue, view in views:
         qe = esc(queue)
         now: Any = view.get("now") if queue else None
@@ -556,25 +580,21 @@ def snapshot_text(snapshot: View, status: View, openmetrics: bool = False) -> by
                 (custom_count if is_count else custom_ratio).append(
                     f'{"ccmon_custom_count" if is_count else "ccmon_custom_ratio"}{{name="{esc(name)}",queue="{qe}",'
                     f'window="{we}"}} {num(value)}\n')
-    out.append(heading("ccmon_window_calls", "Calls in the window by outcome (event time).", "gauge"))
-    out += calls
-    out.append(heading("ccmon_window_tickets", "Tickets created, solved, reopened and escalated in the window.", "gauge"))
-    out += tickets
-    out.append(heading("ccmon_window_survey_responses", "Survey responses in the window, by kind.", "gauge"))
-    out += window_responses
+    sections.append((heading("ccmon_window_calls", "Calls in the window by outcome (event time).", "gauge"), calls))
+    sections.append((heading("ccmon_window_tickets", "Tickets created, solved, reopened and escalated in the window.",
+                             "gauge"), tickets))
+    sections.append((heading("ccmon_window_survey_responses", "Survey responses in the window, by kind.", "gauge"),
+                     window_responses))
     for key, (name, doc) in WINDOW_VALUES.items():
-        out.append(heading(name, doc, "gauge"))
-        out += values[key]
-    out.append(heading("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + wrap-up) time over the "
-                     "window.", "gauge"))
-    out += occupancy
+        sections.append((heading(name, doc, "gauge"), values[key]))
+    sections.append((heading("ccmon_occupancy_ratio", "(on call + wrap-up) / (available + on call + wrap-up) time "
+                             "over the window.", "gauge"), occupancy))
     for key, (name, doc) in AGENT_SURVEY.items():
-        out.append(heading(name, doc, "gauge"))
-        out += agent[key]
-    out.append(heading("ccmon_custom_count", "A user-defined counter over the window (queue empty: all queues).", "gauge"))
-    out += custom_count
-    out.append(heading("ccmon_custom_ratio", "A user-defined ratio over the window (queue empty: all queues).", "gauge"))
-    out += custom_ratio
+        sections.append((heading(name, doc, "gauge"), agent[key]))
+    sections.append((heading("ccmon_custom_count", "A user-defined counter over the window (queue empty: all "
+                             "queues).", "gauge"), custom_count))
+    sections.append((heading("ccmon_custom_ratio", "A user-defined ratio over the window (queue empty: all queues).",
+                             "gauge"), custom_ratio))
 
     # ---- point-in-time gauges
     now_lines: dict[str, list[str]] = {k: [] for k in NOW_VALUES}
@@ -593,27 +613,21 @@ def snapshot_text(snapshot: View, status: View, openmetrics: bool = False) -> by
             agents.append(f'ccmon_agents{{queue="{qe}",state="{st}"}} {num(nv["agents_" + st])}\n')
         for name, value in nv.get("kpis", {}).items():
             kpi.append(f'ccmon_kpi{{name="{esc(name)}",queue="{qe}"}} {num(value)}\n')
-    kpis: Any = snapshot.get("kpis", {})
+    kpis: Any = snapshot.get("kpis", {}) if whole else {}
     for name, value in kpis.items():
         kpi.append(f'ccmon_kpi{{name="{esc(name)}",queue=""}} {num(value)}\n')
     for key, (name, doc, _) in NOW_VALUES.items():
-        out.append(heading(name, doc, "gauge"))
-        out += now_lines[key]
-    out.append(heading("ccmon_agents", "Agents per queue by current state (staffed: all but offline).", "gauge"))
-    out += agents
-    out.append(heading("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).", "gauge"))
-    out += kpi
-
-    body = "".join(out).encode()
-    # The self-metrics are a few dozen samples: the family path is cheap there.
-    body += text_format(SnapshotCollector(snapshot, status)._self_metrics(len(queues)), openmetrics)
-    return body + b"# EOF\n" if openmetrics else body
+        sections.append((heading(name, doc, "gauge"), now_lines[key]))
+    sections.append((heading("ccmon_agents", "Agents per queue by current state (staffed: all but offline).", "gauge"),
+                     agents))
+    sections.append((heading("ccmon_kpi", "The latest kpi.sample value (queue empty: no queue).", "gauge"), kpi))
+    return sections
 
 
 _SAME_BYTES = frozenset({openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8})  # escaping schemes that keep legacy names
 
 
-def _fast_format(encoder: Callable[..., bytes]) -> Optional[bool]:
+def fast_format(encoder: Callable[..., bytes]) -> Optional[bool]:
     """Whether ``snapshot_text`` writes what ``encoder`` would: False for the text format, True for OpenMetrics
     1.0.0, None for anything else (prometheus_client's path).
 
@@ -633,7 +647,7 @@ def _fast_format(encoder: Callable[..., bytes]) -> Optional[bool]:
 def render(snapshot: View, status: View, accept: Optional[str]) -> tuple[bytes, str]:
     """The global view's exposition body and content type (OpenMetrics when the scraper asks for it)."""
     encoder, content_type = choose_encoder(accept or "")
-    om = _fast_format(encoder)
+    om = fast_format(encoder)
     if om is not None:
         return snapshot_text(snapshot, status, om), content_type
     return _encode(lambda r: r.register(SnapshotCollector(snapshot, status)), accept)  # type: ignore[arg-type]

@@ -221,6 +221,7 @@ class Settings(BaseSettings):
     batch_seconds: float = Field(default=0.02, gt=0)
     commit_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     stream_buffer: int = Field(default=64, ge=1)
+    scrape_processes: int = Field(default=2, ge=0, le=64)  # /metrics helpers at many queues (ccmon/scrape_pool.py)
     max_future_seconds: float = Field(default=300.0, gt=0)
     max_queues: int = Field(default=DEFAULT_LIMITS["queues"], ge=0)
     max_agents: int = Field(default=DEFAULT_LIMITS["agents"], ge=0)

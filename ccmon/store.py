@@ -460,10 +460,13 @@ class Store:
             await pool.release(conn)
 
     async def snapshot(self, now_ms: int | None = None, only: Iterable[str] | None = None,
-                       rollup_all: bool = True, agents: bool = True) -> dict[str, object]:
+                       rollup_all: bool = True, agents: bool = True, with_global: bool = True,
+                       sums: bool = False) -> dict[str, object]:
         """The snapshot document at ``now_ms`` (wall clock by default); ``rollup_all=False`` leaves out the all-queues
         roll-up but its custom metrics (all that ``/metrics`` shows of it), ``agents=False`` the per-agent survey
-        views (``build_snapshot``)."""
+        views, ``sums`` adds the custom metrics' summed counters (``build_snapshot``). ``with_global=False`` reads
+        nothing of what belongs to no queue (it counts in the roll-up and the KPIs): for a reader that gets it from
+        another read."""
         wall_ms = int(self.clock() * 1000)
         now_ms = wall_ms if now_ms is None else now_ms
         queues = await self.queues()
@@ -478,7 +481,9 @@ class Store:
         last, firsts = segment_bounds(cfg, now_ms)
         meta = segment_meta(width, last, firsts)
         nspans = len(firsts)
-        all_queues = [*queues, GLOBAL]
+        all_queues = [*queues, GLOBAL] if with_global else list(queues)
+        if not all_queues:
+            return build_snapshot({}, cfg, now_ms, rollup_all, agents, sums)
         reads = [self._queue_reads(q, day_of(now_ms, cfg.queue(q))) for q in all_queues]
         # Each queue's read.lua items: its sums', and its agents' own sums' when the read shows agents.
         items = [[[*r.item, meta, last, firsts], [*r.agent_item, meta, last, firsts]] if agents
@@ -576,7 +581,7 @@ class Store:
                 segments, longest = _script_segments(fresh[n * per_queue:(n + 1) * per_queue], nspans, agents)
                 raws[all_queues[i]] = assembler.raw(all_queues[i], _queue_data(
                     replies, starts[i] + (1 + nspans) * per_queue, reads[i], segments, longest, agents))
-        return build_snapshot(raws, cfg, now_ms, rollup_all, agents)
+        return build_snapshot(raws, cfg, now_ms, rollup_all, agents, sums)
 
     async def agent_states(self, topic: str, partitions: int) -> list[dict[str, object]]:
         """Every agent's latest state (since, queues, reason), read from the agents topic's entity states."""

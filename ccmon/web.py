@@ -21,7 +21,8 @@ from ccmon.errors import CcmonError, StoreUnavailable
 from ccmon.gcpause import gc_paused
 from ccmon.ingest import RateLimiter, authorized, publish, split_body, tokens_of, validate
 from ccmon.openapi import document as openapi_document
-from ccmon.exposition import render_worker, scrape
+from ccmon.exposition import render_worker
+from ccmon.scrape_pool import ScrapePool
 from ccmon.settings import Settings
 from ccmon.store import Store
 from ccmon.wallboard import SECURITY_HEADERS, Hub, asset, match_token
@@ -161,6 +162,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
     if alerts is not None:
         alerts.on_commit.append(hub.trigger.set)
     install_guard(app.web.web_app, settings)
+    scrapes = ScrapePool(store.url, store.cfg, settings.redis_options(), settings.scrape_processes)
 
     @app.page("/wallboard")
     async def wallboard(view: Any, request: Any) -> Any:
@@ -335,7 +337,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             status = await store.status()
             if alerts is not None:
                 status["alerts"] = await alerts_view(alerts)
-            body, content_type = await scrape(store, status, request.headers.get("Accept"))
+            body, content_type = await scrapes.scrape(store, status, request.headers.get("Accept"))
         except StoreUnavailable as exc:
             return view.text(f"# {exc}\n", status=503)
         return web.Response(body=body, headers={"Content-Type": content_type})

@@ -272,7 +272,7 @@ def test_the_direct_text_format_matches_on_random_traffic() -> None:
     from prometheus_client import CollectorRegistry
     from prometheus_client.openmetrics import exposition as openmetrics
 
-    from ccmon.exposition import snapshot_text, text_format
+    from ccmon.exposition import snapshot_sections, snapshot_text, stitch, text_format
     from tests.unit.test_core_vs_oracle import BASE_MS, CFG as ORACLE_CFG, traffic
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -285,5 +285,13 @@ def test_the_direct_text_format_matches_on_random_traffic() -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(SnapshotCollector(snap, status))  # type: ignore[arg-type]
         assert snapshot_text(snap, status, True) == openmetrics.generate_latest(registry)
+        # Helper processes render slices of the queues; stitched, they are the whole (ccmon/scrape_pool.py).
+        names = sorted(snap["queues"])
+        for om in (False, True):
+            halves = (names[:len(names) // 2], names[len(names) // 2:])
+            slices = [{"queues": {q: snap["queues"][q] for q in half}} for half in halves]
+            rest = {"queues": {}, "all": snap["all"], "kpis": snap["kpis"]}
+            parts = [snapshot_sections(x, om, whole=False) for x in slices] + [snapshot_sections(rest, om)]
+            assert stitch(parts, status, om, len(names)) == snapshot_text(snap, status, om)
 
     check()

@@ -1,0 +1,135 @@
+"""``/metrics`` rendered by helper processes (ccmon/scrape_pool.py) against a real Redis: the same bytes as the
+worker writes alone, in both formats, with custom metrics and what belongs to no queue; and a helper that dies
+costs one scrape served by the worker, never an error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import defaultdict
+from typing import Any, Iterator
+
+import pytest
+
+from agents.config import CustomCounter, CustomRatio, MetricsConfig
+from agents.core import CORES, BatchResult, PartitionState, apply_batch
+from ccmon.exposition import scrape
+from ccmon.scrape_pool import ScrapePool
+from ccmon.services import start_redis, stop
+from ccmon.store import Commit, Store
+from streams.events import Event, event_from_dict
+from streams.partitioning import partition_for
+from streams.simulator import SimConfig, generate
+
+pytestmark = pytest.mark.integration
+
+CFG = MetricsConfig(custom_counters=(CustomCounter("abandons", "call.abandoned"),),
+                    custom_ratios=(CustomRatio("abandon_share", "abandons", "offered"),))
+QUEUES = tuple(f"q{i:02d}" for i in range(9)) + ('odd "q"\\x',)
+# Prometheus 2.x's Accept header (OpenMetrics first), and the classic text format.
+ACCEPTS = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+           "text/plain;version=0.0.4;q=0.5,*/*;q=0.1", None)
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Store]:
+    """A Redis of this module's own, filled with 20 minutes of traffic for ``QUEUES`` and two KPIs."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_redis(Path(tmp))
+        s = Store(url, CFG)
+        try:
+            asyncio.run(_fill(s))
+            yield s
+        finally:
+            stop(proc)
+
+
+async def _fill(s: Store) -> None:
+    end = time.time()
+    sim = SimConfig(seed=5, queues=QUEUES, arrival_rate_per_hour=300, agents_per_queue=3, ticket_rate_per_hour=60)
+    raws = list(generate(sim, end - 1200, 1200))
+    raws += [{"event_id": "k1", "type": "kpi.sample", "ts": end - 30, "name": "churn", "value": 0.25},
+             {"event_id": "k2", "type": "kpi.sample", "ts": end - 20, "name": "nps_board", "value": 41, "queue": "q03"}]
+    parts: dict[tuple[str, int], PartitionState] = defaultdict(PartitionState)
+    pending: dict[tuple[str, int], list[Event]] = defaultdict(list)
+    for raw in raws:
+        ev = event_from_dict(raw)
+        assert isinstance(ev, Event), ev
+        pending[(ev.domain, partition_for(ev.entity_id, 2))].append(ev)
+    for key, events in sorted(pending.items()):
+        res = apply_batch(CORES[key[0]], parts[key], events, CFG, BatchResult())
+        await s.commit(Commit(deltas=res.deltas, queues=res.queues, offsets={(f"t.{key[0]}", key[1]): (-1, 0)}))
+    await s.close()
+
+
+async def _both(s: Store, pool: ScrapePool, accept: Any) -> tuple[bytes, bytes]:
+    status = await s.status()
+    alone, _ = await scrape(s, status, accept)
+    helped, _ = await pool.scrape(s, status, accept)
+    return alone, helped
+
+
+def test_helpers_write_what_the_worker_writes_alone(store: Store) -> None:
+    async def run() -> None:
+        fixed = time.time()
+        s = Store(store.url, CFG)
+        s.clock = lambda: fixed  # both renders at one instant
+        for processes in (2, 3):
+            pool = ScrapePool(store.url, CFG, processes=processes, min_queues=1)
+            try:
+                await pool.wait_ready()
+                for accept in ACCEPTS:
+                    alone, helped = await _both(s, pool, accept)
+                    assert b'ccmon_custom_count{name="abandons",queue=""' in alone  # the roll-up's samples are there
+                    assert b'ccmon_kpi{name="churn",queue=""} 0.25' in alone
+                    assert b'queue="odd \\"q\\"\\\\x"' in alone
+                    assert helped == alone, (processes, accept)
+                assert pool.sharded == 2
+            finally:
+                pool.close()
+        await s.close()
+
+    asyncio.run(run())
+
+
+def test_few_queues_or_no_helpers_stay_in_the_worker(store: Store) -> None:
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        for pool in (ScrapePool(store.url, CFG, processes=2), ScrapePool(store.url, CFG, processes=0, min_queues=1)):
+            body, _ = await pool.scrape(s, await s.status(), None)
+            assert body.count(b"ccmon_calls_offered_total{") == len(QUEUES)
+            assert pool.sharded == 0 and pool._pool is None  # never started
+        await s.close()
+
+    asyncio.run(run())
+
+
+def test_a_helper_that_dies_costs_one_scrape_in_the_worker(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        fixed = time.time()
+        s = Store(store.url, CFG)
+        s.clock = lambda: fixed
+        pool = ScrapePool(store.url, CFG, processes=2, min_queues=1)
+        try:
+            first, _ = await pool.scrape(s, await s.status(), None)  # served in the worker while the helpers start
+            assert pool.sharded == 0
+            await pool.wait_ready()
+            assert pool._pool is not None
+            for pid in list(pool._pool._processes):  # type: ignore[attr-defined]
+                os.kill(pid, signal.SIGKILL)
+            served, _ = await pool.scrape(s, await s.status(), None)
+            assert served == first and pool.sharded == 0
+            assert "a /metrics helper process failed" in caplog.text
+            await pool.wait_ready()  # started again
+            again, _ = await pool.scrape(s, await s.status(), None)
+            assert again == first and pool.sharded == 1
+        finally:
+            pool.close()
+        await s.close()
+
+    asyncio.run(run())
