@@ -133,3 +133,24 @@ def test_a_helper_that_dies_costs_one_scrape_in_the_worker(store: Store, caplog:
         await s.close()
 
     asyncio.run(run())
+
+
+def test_a_helper_that_cannot_reach_redis_is_a_store_error_not_a_fallback(store: Store) -> None:
+    """A helper's read that finds Redis unreachable fails as the worker's would: ``/metrics`` answers 503 with the
+    cause, and the helpers stay up (Redis coming back is all they need)."""
+    from ccmon.errors import StoreUnavailable
+    from ccmon.services import free_port
+
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        pool = ScrapePool(f"redis://127.0.0.1:{free_port()}/0", CFG, processes=2, min_queues=1)  # nothing listens
+        try:
+            await pool.wait_ready()
+            with pytest.raises(StoreUnavailable, match="Redis at redis://127.0.0.1:.* is unreachable"):
+                await pool.scrape(s, await s.status(), None)
+            assert pool._pool is not None and pool.sharded == 0
+        finally:
+            pool.close()
+            await s.close()
+
+    asyncio.run(run())
