@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Mapping, Optional
 
@@ -33,6 +34,7 @@ from ccmon.store import Store
 log = logging.getLogger("ccmon.scrape")
 # Below this many queues a scrape takes under ~50 ms in the worker: the hand-off is not worth it.
 SHARD_MIN_QUEUES = 100
+RETRY_S = 60.0  # after the helpers failed to start, scrapes are served by the worker this long before another try
 
 Shard = tuple[Sections, dict[str, dict[str, int]], dict[str, object]]
 
@@ -49,6 +51,7 @@ class ScrapePool:
         self.min_queues = min_queues
         self._pool: Optional[ProcessPoolExecutor] = None
         self._starting: Optional[asyncio.Future[object]] = None
+        self._retry_at = 0.0  # monotonic: no start before this, after one failed
         self.sharded = 0  # scrapes served by the helpers (tests and benchmarks read it)
 
     async def scrape(self, store: Store, status: View, accept: Optional[str]) -> tuple[bytes, str]:
@@ -95,6 +98,8 @@ class ScrapePool:
         if self._pool is not None and self._starting is None:
             return True
         if self._starting is None:
+            if time.monotonic() < self._retry_at:
+                return False
             ctx = multiprocessing.get_context("spawn")  # never fork the worker: it runs threads (Faust, aiokafka)
             self._pool = ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_start,
                                              initargs=(self.url, self.cfg, self.options))
@@ -106,18 +111,23 @@ class ScrapePool:
         failed = self._starting.exception()
         self._starting = None
         if failed is not None:
-            log.warning("the /metrics helper processes did not start (%s); scrapes are served by the worker itself "
-                        "until the next try", failed)
+            log.warning("the /metrics helper processes did not start (%s: %s); scrapes are served by the worker "
+                        "itself for %.0f s, then they are tried again. Set CCMON_SCRAPE_PROCESSES=0 to stop trying",
+                        type(failed).__name__, failed, RETRY_S)
             self.close()
+            self._retry_at = time.monotonic() + RETRY_S
             return False
         return True
 
     async def wait_ready(self) -> None:
-        """Start the helpers now and wait until they are up (benchmarks and tests)."""
+        """Start the helpers now and wait until they are up (benchmarks and tests); fails if they cannot start."""
+        if self.processes < 2:
+            return  # none to start: every scrape is served by the worker
         await self._ready()
         if self._starting is not None:
             await asyncio.wait([self._starting])
-        await self._ready()
+        if not await self._ready():
+            raise RuntimeError("the /metrics helper processes did not start; see the log")
 
     def close(self) -> None:
         """Stop the helpers (without waiting for a scrape they are running)."""

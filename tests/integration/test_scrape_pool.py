@@ -154,3 +154,27 @@ def test_a_helper_that_cannot_reach_redis_is_a_store_error_not_a_fallback(store:
             await s.close()
 
     asyncio.run(run())
+
+
+def test_helpers_that_cannot_start_leave_the_worker_serving(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Helpers whose start fails (here: a Redis URL their client refuses) are logged once and not tried again
+    for ``RETRY_S``; meanwhile every scrape is served by the worker, whole."""
+    from ccmon import scrape_pool
+
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        pool = ScrapePool("bogus://nowhere", CFG, processes=2, min_queues=1)
+        try:
+            with pytest.raises(RuntimeError, match="did not start"):
+                await pool.wait_ready()
+            assert caplog.text.count("helper processes did not start") == 1
+            assert pool._pool is None and pool._retry_at > time.monotonic() + scrape_pool.RETRY_S - 5
+            for _ in range(3):
+                body, _ = await pool.scrape(s, await s.status(), None)
+                assert body.count(b"ccmon_calls_offered_total{") == len(QUEUES)
+            assert pool._pool is None and pool.sharded == 0  # not tried again yet
+        finally:
+            pool.close()
+            await s.close()
+
+    asyncio.run(run())
