@@ -21,7 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.openmetrics import exposition as om_exposition  # the module; ``openmetrics`` args are flags
 from prometheus_client.utils import floatToGoString
 
 from agents import selfstats
@@ -624,7 +624,7 @@ def snapshot_sections(snapshot: View, openmetrics: bool = False, whole: bool = T
     return sections
 
 
-_SAME_BYTES = frozenset({openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8})  # escaping schemes that keep legacy names
+_SAME_BYTES = frozenset({om_exposition.UNDERSCORES, om_exposition.ALLOWUTF8})  # schemes that keep legacy names
 
 
 def fast_format(encoder: Callable[..., bytes]) -> Optional[bool]:
@@ -639,7 +639,7 @@ def fast_format(encoder: Callable[..., bytes]) -> Optional[bool]:
     if isinstance(encoder, partial) and not encoder.args and encoder.keywords.get("escaping") in _SAME_BYTES:
         if encoder.func is generate_latest and set(encoder.keywords) == {"escaping"}:
             return False
-        if encoder.func is openmetrics.generate_latest and encoder.keywords.get("version") == "1.0.0":
+        if encoder.func is om_exposition.generate_latest and encoder.keywords.get("version") == "1.0.0":
             return True
     return None
 
