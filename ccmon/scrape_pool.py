@@ -52,19 +52,19 @@ class ScrapePool:
         self._pool: Optional[ProcessPoolExecutor] = None
         self._starting: Optional[asyncio.Future[object]] = None
         self._retry_at = 0.0  # monotonic: no start before this, after one failed
-        self.sharded = 0  # scrapes served by the helpers (tests and benchmarks read it)
+        # Scrapes served, by who rendered them, and helper failures (died, or did not start): /metrics/worker.
+        self.served = {"helpers": 0, "worker": 0}
+        self.failures = 0
 
     async def scrape(self, store: Store, status: View, accept: Optional[str]) -> tuple[bytes, str]:
         """What ``GET /metrics`` answers: the exposition body and its content type."""
         encoder, content_type = choose_encoder(accept or "")
         openmetrics = fast_format(encoder)
         if self.processes < 2 or openmetrics is None:
-            return await scrape(store, status, accept)
+            return await self._alone(store, status, accept)
         queues = sorted(await store.queues())
-        if len(queues) < self.min_queues:
-            return await scrape(store, status, accept)
-        if not await self._ready():
-            return await scrape(store, status, accept)
+        if len(queues) < self.min_queues or not await self._ready():
+            return await self._alone(store, status, accept)
         assert self._pool is not None
         n = min(self.processes, len(queues))
         slices = [queues[i * len(queues) // n:(i + 1) * len(queues) // n] for i in range(n)]
@@ -80,8 +80,9 @@ class ScrapePool:
             log.warning("a /metrics helper process failed (%s: %s); this scrape is served by the worker itself, and "
                         "the helpers start again at the next one. If this repeats, set CCMON_SCRAPE_PROCESSES=0 and "
                         "report it", type(exc).__name__, exc)
+            self.failures += 1
             self.close()
-            return await scrape(store, status, accept)
+            return await self._alone(store, status, accept)
         sums: dict[str, dict[str, int]] = {}
         for _, part_sums, _ in shards:
             for window, counters in part_sums.items():
@@ -90,8 +91,13 @@ class ScrapePool:
                     total[k] = total.get(k, 0) + v
         rest = {"queues": {}, "all": custom_rollup(sums, self.cfg), "kpis": shards[0][2]}
         parts = [sections for sections, _, _ in shards] + [snapshot_sections(rest, openmetrics)]
-        self.sharded += 1
+        self.served["helpers"] += 1
         return stitch(parts, status, openmetrics, len(queues)), content_type
+
+    async def _alone(self, store: Store, status: View, accept: Optional[str]) -> tuple[bytes, str]:
+        answer = await scrape(store, status, accept)
+        self.served["worker"] += 1
+        return answer
 
     async def _ready(self) -> bool:
         """Whether the helpers are up; starts them (in the background) when they are not."""
@@ -114,6 +120,7 @@ class ScrapePool:
             log.warning("the /metrics helper processes did not start (%s: %s); scrapes are served by the worker "
                         "itself for %.0f s, then they are tried again. Set CCMON_SCRAPE_PROCESSES=0 to stop trying",
                         type(failed).__name__, failed, RETRY_S)
+            self.failures += 1
             self.close()
             self._retry_at = time.monotonic() + RETRY_S
             return False

@@ -350,7 +350,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
         except Exception:  # noqa: BLE001 - no consumer yet during start-up
             partitions = None
         body, content_type = render_worker(ready["consuming"], partitions, request.headers.get("Accept"),
-                                           store.down_since is None, store.errors)
+                                           store.down_since is None, store.errors, scrapes.served, scrapes.failures)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     @app.page("/health")

@@ -89,7 +89,7 @@ def test_helpers_write_what_the_worker_writes_alone(store: Store) -> None:
                     assert b'ccmon_kpi{name="churn",queue=""} 0.25' in alone
                     assert b'queue="odd \\"q\\"\\\\x"' in alone
                     assert helped == alone, (processes, accept)
-                assert pool.sharded == 2
+                assert pool.served == {"helpers": 2, "worker": 0}
             finally:
                 pool.close()
         await s.close()
@@ -103,7 +103,7 @@ def test_few_queues_or_no_helpers_stay_in_the_worker(store: Store) -> None:
         for pool in (ScrapePool(store.url, CFG, processes=2), ScrapePool(store.url, CFG, processes=0, min_queues=1)):
             body, _ = await pool.scrape(s, await s.status(), None)
             assert body.count(b"ccmon_calls_offered_total{") == len(QUEUES)
-            assert pool.sharded == 0 and pool._pool is None  # never started
+            assert pool.served == {"helpers": 0, "worker": 1} and pool._pool is None  # never started
         await s.close()
 
     asyncio.run(run())
@@ -117,17 +117,17 @@ def test_a_helper_that_dies_costs_one_scrape_in_the_worker(store: Store, caplog:
         pool = ScrapePool(store.url, CFG, processes=2, min_queues=1)
         try:
             first, _ = await pool.scrape(s, await s.status(), None)  # served in the worker while the helpers start
-            assert pool.sharded == 0
+            assert pool.served == {"helpers": 0, "worker": 1}
             await pool.wait_ready()
             assert pool._pool is not None
             for pid in list(pool._pool._processes):  # type: ignore[attr-defined]
                 os.kill(pid, signal.SIGKILL)
             served, _ = await pool.scrape(s, await s.status(), None)
-            assert served == first and pool.sharded == 0
+            assert served == first and pool.served == {"helpers": 0, "worker": 2} and pool.failures == 1
             assert "a /metrics helper process failed" in caplog.text
             await pool.wait_ready()  # started again
             again, _ = await pool.scrape(s, await s.status(), None)
-            assert again == first and pool.sharded == 1
+            assert again == first and pool.served == {"helpers": 1, "worker": 2}
         finally:
             pool.close()
         await s.close()
@@ -148,7 +148,7 @@ def test_a_helper_that_cannot_reach_redis_is_a_store_error_not_a_fallback(store:
             await pool.wait_ready()
             with pytest.raises(StoreUnavailable, match="Redis at redis://127.0.0.1:.* is unreachable"):
                 await pool.scrape(s, await s.status(), None)
-            assert pool._pool is not None and pool.sharded == 0
+            assert pool._pool is not None and pool.served["helpers"] == 0 and pool.failures == 0
         finally:
             pool.close()
             await s.close()
@@ -172,7 +172,8 @@ def test_helpers_that_cannot_start_leave_the_worker_serving(store: Store, caplog
             for _ in range(3):
                 body, _ = await pool.scrape(s, await s.status(), None)
                 assert body.count(b"ccmon_calls_offered_total{") == len(QUEUES)
-            assert pool._pool is None and pool.sharded == 0  # not tried again yet
+            assert pool._pool is None and pool.served == {"helpers": 0, "worker": 3}  # not tried again yet
+            assert pool.failures == 1
         finally:
             pool.close()
             await s.close()

@@ -155,6 +155,11 @@ def test_openmetrics_is_negotiated() -> None:
     assert content_type.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
     body, content_type = render_worker(True, 4, None)
     assert b"ccmon_worker_partitions_assigned 4.0" in body and b"process_resident_memory_bytes" in body
+    assert b"ccmon_worker_metrics_scrapes" not in body  # only where the worker serves /metrics
+    body, _ = render_worker(True, 4, None, True, 0, {"helpers": 3, "worker": 1}, 2)
+    assert b'ccmon_worker_metrics_scrapes_total{by="helpers"} 3.0' in body
+    assert b'ccmon_worker_metrics_scrapes_total{by="worker"} 1.0' in body
+    assert b"ccmon_worker_metrics_helper_failures_total 2.0" in body
 
 
 def test_labels_are_escaped() -> None:
