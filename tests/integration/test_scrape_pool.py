@@ -22,6 +22,7 @@ from ccmon.store import Commit, Store
 from streams.events import Event, event_from_dict
 from streams.partitioning import partition_for
 from streams.simulator import SimConfig, generate
+from tests.unit.test_exposition import ACCEPTS as UNIT_ACCEPTS
 
 pytestmark = pytest.mark.integration
 
@@ -29,24 +30,19 @@ CFG = MetricsConfig(custom_counters=(CustomCounter("abandons", "call.abandoned")
                     custom_ratios=(CustomRatio("abandon_share", "abandons", "offered"),))
 QUEUES = tuple(f"q{i:02d}" for i in range(9)) + ('odd "q"\\x',)
 # Prometheus 2.x's Accept header (OpenMetrics first), and the classic text format.
-ACCEPTS = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-           "text/plain;version=0.0.4;q=0.5,*/*;q=0.1", None)
+ACCEPTS = (UNIT_ACCEPTS[0], None)
 
 
 @pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A Redis of this module's own, filled with 20 minutes of traffic for ``QUEUES`` and two KPIs."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_redis(Path(tmp))
-        s = Store(url, CFG)
-        try:
-            asyncio.run(_fill(s))
-            yield s
-        finally:
-            stop(proc)
+    proc, url = start_redis(tmp_path_factory.mktemp("scrape-pool"))
+    s = Store(url, CFG)
+    try:
+        asyncio.run(_fill(s))
+        yield s
+    finally:
+        stop(proc)
 
 
 async def _fill(s: Store) -> None:
