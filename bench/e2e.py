@@ -330,6 +330,47 @@ def wait_committed(stack: Stack, expected: int, timeout: float, what: str,
         time.sleep(0.005)
 
 
+class Screens:
+    """``n`` wallboard screens held open on a worker (``/wallboard/stream``), as a contact center runs one all day;
+    each reads every update the worker sends. ``arrivals``, per screen: (monotonic time, age) of each update, its age
+    being how long before it arrived the worker started building it (its ``server_time``)."""
+
+    def __init__(self, base: str, n: int):
+        self.arrivals: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._read, args=(base, self.arrivals[i]), daemon=True)
+                         for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, base: str, arrivals: list[tuple[float, float]]) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(base + "/wallboard/stream", timeout=30) as r:
+                    for line in r:
+                        if line.startswith(b"data: "):
+                            built = _SERVER_TIME.search(line)
+                            arrivals.append((time.monotonic(), time.time() - float(built[1]) if built else math.nan))
+                        if self._stop.is_set():
+                            return
+            except OSError:
+                time.sleep(0.2)  # the worker is not serving yet, or went away: screens reconnect as browsers do
+
+    def close(self, since: float) -> dict[str, float]:
+        """Stop reading (the threads end at their next line). Over the updates that arrived from ``since``
+        (monotonic) on, all screens: how many per screen, the gaps between them and their ages (median, longest)."""
+        self._stop.set()
+        got = [[(t, age) for t, age in times if t >= since] for times in self.arrivals]
+        gaps = sorted(b[0] - a[0] for times in got for a, b in zip(times, times[1:]))
+        ages = sorted(age for times in got for _, age in times)
+        return {"updates_per_screen": sum(map(len, got)) / len(got),
+                "gap_p50_s": _percentile(gaps, 0.5) if gaps else math.nan, "gap_max_s": max(gaps, default=math.nan),
+                "age_p50_s": _percentile(ages, 0.5) if ages else math.nan, "age_max_s": max(ages, default=math.nan)}
+
+
+_SERVER_TIME = re.compile(rb'"server_time":([0-9.]+)')
+
+
 def oracle_check(stack: Stack, items: list[Event]) -> int:
     """Compare the worker's snapshot with the oracle's at one instant; raise on any difference."""
     res = subprocess.run(python_cmd("metrics", "--json"), env=stack.environ(), capture_output=True, timeout=300)
@@ -348,8 +389,11 @@ def oracle_check(stack: Stack, items: list[Event]) -> int:
 
 
 def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path] = None,
-               extra: Optional[dict[str, str]] = None, profile: Optional[Path] = None) -> dict[str, float]:
-    """Pre-produce ``n`` events; time the raw consumer, then ``workers`` ccmon workers over the same topics."""
+               extra: Optional[dict[str, str]] = None, profile: Optional[Path] = None,
+               screens: int = 0) -> dict[str, float]:
+    """Pre-produce ``n`` events; time the raw consumer, then ``workers`` ccmon workers over the same topics.
+
+    ``screens``: that many wallboard screens stay open on the first worker through the run (:class:`Screens`)."""
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(root or tmp))
         try:
@@ -363,10 +407,12 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
             # The clock starts when the first worker holds partitions: its first fetch follows at once.
             assigned = wait_assigned(stack, [b for _, b in started[:1]], procs)
             bases = [b for _, b in started]
+            screen = Screens(bases[0], screens) if screens else None
             gc0 = gc_pauses(bases)
             cpu0 = sum(cpu_seconds(p.pid) for p in procs)
             first, last = wait_committed(stack, produced, 600, f"{workers} worker(s)", procs, assigned)
             secs = last - first
+            updates = screen.close(first) if screen is not None else {}
             cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
             gc = gc_delta(gc_pauses(bases), gc0)
             st = {k.decode(): int(v) for k, v in stack.redis().hgetall("ccmon:stats").items()}
@@ -384,6 +430,8 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
                    "ratio_to_raw": produced / secs / raw["events_per_s"], "batches": batches, "redis_commit_seconds": commit_s,
                    "worker_cpu_seconds": cpu, "worker_cpu_us_per_event": cpu / produced * 1e6,
                    "worker_rss_mib": max(rss_mib(p.pid) for p in procs if p.poll() is None) if profile is None else 0}
+            if screens:
+                out["screens"] = {"screens": screens, **updates}
             out["gc"] = gc  # the cyclic GC's pauses in the worker(s) over the run, and their share of its CPU
             out["gc_share_of_cpu"] = sum(gc["seconds"]) / cpu if cpu else 0.0
             if check:
@@ -459,7 +507,7 @@ _PROBE_ID = re.compile(rb'"event_id":"probe-(\d+)"')
 
 def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             profile: Optional[Path] = None, broker_only: bool = False,
-            alerts: Optional[Path] = None) -> dict[str, Any]:
+            alerts: Optional[Path] = None, screens: int = 0) -> dict[str, Any]:
     """Event ``ts`` to visibility in ``/api/snapshot`` at a steady ``rate`` of simulated traffic.
 
     Every 100 ms one ``call.blocked`` probe (queue ``probe``, ts = the moment it is sent) rides along
@@ -470,9 +518,12 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
     out (:func:`_broker_reader`). That is the floor under the worker's figure.
 
     ``alerts``: the worker's alerts file (``CCMON_ALERTS``); by default the built-in rules, as a deployment runs.
+
+    ``screens``: that many wallboard screens stay open on the worker while traffic is sent (:class:`Screens`).
     """
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(tmp))
+        screen: Optional[Screens] = None
         try:
             sent: dict[int, float] = {}
             seen: dict[int, float] = {}
@@ -490,6 +541,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                 proc, base = stack.start_worker("latency", profile, **_alerts_setting(alerts))
                 who["worker"] = proc.pid
                 wait_assigned(stack, [base], [proc])
+                screen = Screens(base, screens) if screens else None
 
                 def poller() -> None:
                     # One kept-alive connection, as a browser polling the page would use: a new TCP connection per
@@ -518,7 +570,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             step = 0.02
             cpu_at_start = {k: cpu_seconds(pid) for k, pid in who.items()}
             gc0 = None if broker_only else gc_pauses([base])
-            start = time.time()
+            start, mono_start = time.time(), time.monotonic()
             n = probes = 0
             next_probe = start
             while time.time() - start < seconds:
@@ -543,6 +595,7 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
             # Each process's share of one core while traffic was sent: this machine has two for all four.
             cpu = {k: round((cpu_seconds(pid) - cpu_at_start[k]) / (time.time() - start) * 100) for k, pid in who.items()}
             gc = None if gc0 is None else gc_delta(gc_pauses([base]), gc0)  # the worker's GC pauses while sending
+            updates = screen.close(mono_start) if screen is not None else None
             deadline = time.time() + 30
             while len(seen) < probes and time.time() < deadline:
                 time.sleep(0.05)
@@ -564,8 +617,11 @@ def latency(rate: float = 10_000, seconds: float = 30, poll: float = 0.01,
                     "p50_ms": _percentile(lat, 0.5), "p99_ms": _percentile(lat, 0.99), "max_ms": max(lat),
                     "p50_ms_per_10s": [round(_percentile(b, 0.5)) for b in by10 if b],
                     "poll_ms": poll * 1000, "seconds": elapsed, "cpu_percent": cpu,
-                    **({"gc": gc} if gc is not None else {})}
+                    **({"gc": gc} if gc is not None else {}),
+                    **({"screens": {"screens": screens, **updates}} if updates is not None else {})}
         finally:
+            if screen is not None:
+                screen.close(0.0)
             stack.close()
 
 
@@ -624,6 +680,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--rate", type=float, default=MEMORY_RATE, help="memory: events/s produced (0: unpaced)")
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--screens", type=int, default=0,
+                    help="throughput, latency: wallboard screens held open on the worker through the run")
     ap.add_argument("--broker-only", action="store_true",
                     help="latency: no worker; time the probes as the broker hands them out (the floor)")
     ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
@@ -632,10 +690,11 @@ def main() -> None:
                          "`builtin_rules: false` turns the evaluator off")
     args = ap.parse_args()
     if args.scenario == "throughput":
-        print(json.dumps(throughput(args.events, args.workers, check=not args.no_check, profile=args.profile), indent=2))
+        print(json.dumps(throughput(args.events, args.workers, check=not args.no_check, profile=args.profile,
+                                    screens=args.screens), indent=2))
     elif args.scenario == "latency":
         print(json.dumps(latency(seconds=args.seconds, profile=args.profile, broker_only=args.broker_only,
-                                 alerts=args.alerts), indent=2))
+                                 alerts=args.alerts, screens=args.screens), indent=2))
     else:
         print(json.dumps(memory(args.events, max(1, args.events // 10), args.rate or None, args.alerts), indent=2))
 
