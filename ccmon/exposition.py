@@ -301,13 +301,16 @@ class WorkerCollector:
 
     def __init__(self, consuming: bool, partitions: Optional[int], redis_up: Optional[bool] = None,
                  redis_errors: Optional[int] = None, scrapes: Optional[Mapping[str, int]] = None,
-                 helper_failures: Optional[int] = None):
+                 helper_failures: Optional[int] = None, wallboard: Optional[Mapping[str, int]] = None,
+                 snapshots: Optional[Mapping[str, int]] = None):
         self.consuming = consuming
         self.partitions = partitions
         self.redis_up = redis_up
         self.redis_errors = redis_errors
         self.scrapes = scrapes
         self.helper_failures = helper_failures
+        self.wallboard = wallboard
+        self.snapshots = snapshots
 
     def collect(self) -> Iterator[Metric]:
         """Yield the per-process families."""
@@ -324,15 +327,23 @@ class WorkerCollector:
         if self.redis_errors is not None:
             yield CounterMetricFamily("ccmon_worker_redis_errors", "Redis calls of this worker that failed "
                                       "(unreachable or refused) since it started.", value=float(self.redis_errors))
-        if self.scrapes is not None:
-            served = CounterMetricFamily("ccmon_worker_metrics_scrapes", "Scrapes of /metrics this worker answered, "
-                                         "by who rendered them (its helper processes, or itself).", labels=["by"])
-            for by, n in sorted(self.scrapes.items()):
-                served.add_metric([by], float(n))
-            yield served
+        by_whom = (
+            ("ccmon_worker_metrics_scrapes", "Scrapes of /metrics this worker answered, by who rendered them", self.scrapes),
+            ("ccmon_worker_wallboard_updates", "Wallboard updates this worker built for its open screens, by who "
+             "built them", self.wallboard),
+            ("ccmon_worker_snapshot_reads", "Answers of /api/snapshot this worker served, by who read and encoded "
+             "them", self.snapshots),
+        )
+        for name, doc, counts in by_whom:
+            if counts is not None:
+                family = CounterMetricFamily(name, doc + " (its helper processes, or itself).", labels=["by"])
+                for by, n in sorted(counts.items()):
+                    family.add_metric([by], float(n))
+                yield family
         if self.helper_failures is not None:
-            yield CounterMetricFamily("ccmon_worker_metrics_helper_failures", "Times this worker's /metrics helper "
-                                      "processes failed (one died, or they did not start).",
+            yield CounterMetricFamily("ccmon_worker_metrics_helper_failures", "Times this worker's helper processes "
+                                      "for /metrics, the wallboard and /api/snapshot failed (one died, or they did not "
+                                      "start).",
                                       value=float(self.helper_failures))
         yield from gcstats.families()  # the cyclic collector's pauses, once the worker records them
 
@@ -678,11 +689,13 @@ async def scrape(store: "Store", status: View, accept: Optional[str]) -> tuple[b
 
 def render_worker(consuming: bool, partitions: Optional[int], accept: Optional[str], redis_up: Optional[bool] = None,
                   redis_errors: Optional[int] = None, scrapes: Optional[Mapping[str, int]] = None,
-                  helper_failures: Optional[int] = None) -> tuple[bytes, str]:
+                  helper_failures: Optional[int] = None,
+                  wallboard: Optional[Mapping[str, int]] = None,
+                  snapshots: Optional[Mapping[str, int]] = None) -> tuple[bytes, str]:
     """This process's exposition: process_* (memory, CPU, fds), python_info and the worker's own gauges."""
     def register(r: CollectorRegistry) -> None:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         r.register(WorkerCollector(consuming, partitions, redis_up, redis_errors,  # type: ignore[arg-type]
-                                   scrapes, helper_failures))
+                                   scrapes, helper_failures, wallboard, snapshots))
     return _encode(register, accept)

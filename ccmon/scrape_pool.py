@@ -1,4 +1,4 @@
-"""``/metrics`` for many queues, read and rendered by helper processes in parallel.
+"""``/metrics`` and the wallboard for many queues, read and rendered by helper processes.
 
 A scrape of 500 queues is ~230 ms of Python in one process (reading and sorting out ~100,000 counter fields,
 building the views, writing ~130,000 sample lines), and it holds the worker's event loop, which also runs the
@@ -8,9 +8,15 @@ its slice from Redis and writes its families' sample lines; the worker stitches 
 with what belongs to no queue (the all-queues custom metrics, the KPIs of no queue) and its own metrics. The body
 is byte for byte what one process writes (``tests/integration/test_scrape_pool.py``).
 
-The helpers start at the first scrape that has enough queues; that scrape is served in the worker while they
-start. A helper that dies, or fails in any way but Redis being unreachable, is logged, the pool is started
-again at the next scrape, and this scrape is served in the worker.
+The same helpers build the wallboard's updates (``ccmon/wallboard.py``) and ``/api/snapshot``'s body once the read
+covers ``READ_MIN_QUEUES`` queues. The hub rebuilds its update up to about three times a second while a screen is
+open, and each is a whole snapshot read: ~50 ms at 50 queues and ~770 ms at 500 (``bench/reads.py``), all of it on
+the worker's event loop before. A helper reads and encodes the update; the worker reads only the alerts (its own
+evaluator's) and relays the bytes.
+
+The helpers start at the first scrape (or update) that has enough queues; that one is served in the worker while
+they start. A helper that dies, or fails in any way but Redis being unreachable, is logged, the pool is started
+again at the next scrape, and this one is served in the worker.
 """
 
 from __future__ import annotations
@@ -22,38 +28,58 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Mapping, Optional
 
+import msgspec
 from prometheus_client.exposition import choose_encoder
 
 from agents.config import MetricsConfig
 from agents.snapshot import custom_rollup
+from alerts.config import AlertsConfig
 from ccmon.errors import StoreUnavailable
 from ccmon.exposition import Sections, View, fast_format, scrape, snapshot_sections, stitch
 from ccmon.gcpause import gc_paused
 from ccmon.store import Store
+from ccmon.wallboard import message, read_payload
 
 log = logging.getLogger("ccmon.scrape")
 # Below this many queues a scrape takes under ~50 ms in the worker: the hand-off is not worth it.
 SHARD_MIN_QUEUES = 100
+# From this many queues a wallboard update or a whole /api/snapshot is built in a helper (a read of 20 queues is
+# ~20 ms, and the wallboard reads up to three times a second). Unless the read names its queues, the count is the
+# last read's: the first read is served in the worker.
+READ_MIN_QUEUES = 20
 RETRY_S = 60.0  # after the helpers failed to start, scrapes are served by the worker this long before another try
 
 Shard = tuple[Sections, dict[str, dict[str, int]], dict[str, object]]
 
 
+def snapshot_json(snapshot: Mapping[str, object]) -> bytes:
+    """``/api/snapshot``'s body, encoded by msgspec: the document ``json.dumps`` writes with compact separators, ~8x
+    faster on a snapshot (11 -> 1.5 ms at 50 queues; tests/unit/test_json_bodies.py)."""
+    return msgspec.json.encode(snapshot)
+
+
 class ScrapePool:
-    """Renders ``/metrics`` in ``processes`` helper processes when there are enough queues (see the module)."""
+    """Renders ``/metrics`` and the wallboard's updates in ``processes`` helper processes when there are enough
+    queues (see the module)."""
 
     def __init__(self, url: str, cfg: MetricsConfig, options: Optional[Mapping[str, Any]] = None,
-                 processes: int = 2, min_queues: int = SHARD_MIN_QUEUES):
+                 processes: int = 2, min_queues: int = SHARD_MIN_QUEUES,
+                 read_min_queues: int = READ_MIN_QUEUES):
         self.url = url
         self.cfg = cfg
         self.options = dict(options or {})
         self.processes = processes
         self.min_queues = min_queues
+        self.read_min_queues = read_min_queues
+        self._queues = 0  # queues in the last read of them all
         self._pool: Optional[ProcessPoolExecutor] = None
         self._starting: Optional[asyncio.Future[object]] = None
         self._retry_at = 0.0  # monotonic: no start before this, after one failed
-        # Scrapes served, by who rendered them, and helper failures (died, or did not start): /metrics/worker.
+        # Scrapes, wallboard updates and whole snapshots served, by who rendered them, and helper failures (died, or
+        # did not start): /metrics/worker.
         self.served = {"helpers": 0, "worker": 0}
+        self.wallboard_served = {"helpers": 0, "worker": 0}
+        self.snapshots_served = {"helpers": 0, "worker": 0}
         self.failures = 0
 
     async def scrape(self, store: Store, status: View, accept: Optional[str]) -> tuple[bytes, str]:
@@ -63,6 +89,7 @@ class ScrapePool:
         if self.processes < 2 or openmetrics is None:
             return await self._alone(store, status, accept)
         queues = sorted(await store.queues())
+        self._queues = len(queues)
         if len(queues) < self.min_queues or not await self._ready():
             return await self._alone(store, status, accept)
         assert self._pool is not None
@@ -77,11 +104,7 @@ class ScrapePool:
         except StoreUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a helper died or failed: serve this scrape here, restart them next
-            log.warning("a /metrics helper process failed (%s: %s); this scrape is served by the worker itself, and "
-                        "the helpers start again at the next one. If this repeats, set CCMON_SCRAPE_PROCESSES=0 and "
-                        "report it", type(exc).__name__, exc)
-            self.failures += 1
-            self.close()
+            self._failed(exc, "/metrics scrape")
             return await self._alone(store, status, accept)
         sums: dict[str, dict[str, int]] = {}
         for _, part_sums, _ in shards:
@@ -93,6 +116,65 @@ class ScrapePool:
         parts = [sections for sections, _, _ in shards] + [snapshot_sections(rest, openmetrics)]
         self.served["helpers"] += 1
         return stitch(parts, status, openmetrics, len(queues)), content_type
+
+    async def wallboard(self, store: Store, cfg: AlertsConfig, alerts: list[dict[str, Any]], agents_topic: str,
+                        agents_partitions: int, consuming: bool, now_s: float) -> bytes:
+        """One wallboard update (a Server-Sent Events message) at ``now_s``: built in a helper from
+        ``read_min_queues`` queues on, else here. Raises StoreUnavailable when Redis does not answer."""
+        args = (cfg, alerts, agents_topic, agents_partitions, consuming, now_s)
+        if await self._helped(self._queues):
+            try:
+                update, self._queues = await self._run(_wallboard, *args, store.window_sums)
+                self.wallboard_served["helpers"] += 1
+                return update
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as in scrape: this update is built here, the helpers restart
+                self._failed(exc, "wallboard update")
+        with gc_paused():  # until the payload is encoded and dropped (ccmon/gcpause.py)
+            payload = await read_payload(store, *args)
+            self._queues = len(payload["queues"])
+            update = message(payload)
+        self.wallboard_served["worker"] += 1
+        return update
+
+    async def snapshot(self, store: Store, now_ms: Optional[int], only: Optional[list[str]]) -> bytes:
+        """``/api/snapshot``'s body, the snapshot at ``now_ms`` (now by default) of the queues ``only`` (all by
+        default) as JSON: built in a helper when it covers ``read_min_queues`` queues, else here."""
+        if await self._helped(self._queues if only is None else len(only)):
+            at = int(store.clock() * 1000) if now_ms is None else now_ms
+            try:
+                body, queues = await self._run(_snapshot, at, only, store.window_sums)
+                if only is None:
+                    self._queues = queues
+                self.snapshots_served["helpers"] += 1
+                return body
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as in scrape
+                self._failed(exc, "/api/snapshot read")
+        with gc_paused():  # until the snapshot is encoded and dropped (ccmon/gcpause.py)
+            snap = await store.snapshot(now_ms=now_ms, only=only)
+            if only is None:
+                self._queues = len(snap["queues"])  # type: ignore[arg-type]
+            body = snapshot_json(snap)
+        self.snapshots_served["worker"] += 1
+        return body
+
+    async def _helped(self, queues: int) -> bool:
+        """Whether a read of ``queues`` queues goes to a helper (and they are up: else they start now)."""
+        return self.processes >= 2 and queues >= self.read_min_queues and await self._ready()
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        assert self._pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        log.warning("a helper process failed (%s: %s); this %s is served by the worker itself, and the helpers "
+                    "start again at the next one. If this repeats, set CCMON_SCRAPE_PROCESSES=0 and report it",
+                    type(exc).__name__, exc, what)
+        self.failures += 1
+        self.close()
 
     async def _alone(self, store: Store, status: View, accept: Optional[str]) -> tuple[bytes, str]:
         answer = await scrape(store, status, accept)
@@ -111,14 +193,16 @@ class ScrapePool:
                                              initargs=(self.url, self.cfg, self.options))
             loop = asyncio.get_running_loop()
             self._starting = asyncio.gather(*[loop.run_in_executor(self._pool, _ping) for _ in range(self.processes)])
-            log.info("starting %d helper processes for /metrics (CCMON_SCRAPE_PROCESSES)", self.processes)
+            log.info("starting %d helper processes for /metrics and the wallboard (CCMON_SCRAPE_PROCESSES)",
+                     self.processes)
         if not self._starting.done():
             return False
         failed = self._starting.exception()
         self._starting = None
         if failed is not None:
-            log.warning("the /metrics helper processes did not start (%s: %s); scrapes are served by the worker "
-                        "itself for %.0f s, then they are tried again. Set CCMON_SCRAPE_PROCESSES=0 to stop trying",
+            log.warning("the helper processes for /metrics and the wallboard did not start (%s: %s); both are served "
+                        "by the worker itself for %.0f s, then they are tried again. Set CCMON_SCRAPE_PROCESSES=0 to "
+                        "stop trying",
                         type(failed).__name__, failed, RETRY_S)
             self.failures += 1
             self.close()
@@ -134,7 +218,7 @@ class ScrapePool:
         if self._starting is not None:
             await asyncio.wait([self._starting])
         if not await self._ready():
-            raise RuntimeError("the /metrics helper processes did not start; see the log")
+            raise RuntimeError("the helper processes for /metrics and the wallboard did not start; see the log")
 
     def close(self) -> None:
         """Stop the helpers (without waiting for a scrape they are running)."""
@@ -172,5 +256,32 @@ def _shard(queues: list[str], now_ms: int, openmetrics: bool, first: bool, windo
             sections = [(head, "".join(lines).encode())  # type: ignore[arg-type]
                         for head, lines in snapshot_sections(snap, openmetrics, whole=False)]
             return sections, snap["custom_sums"], snap["kpis"]  # type: ignore[return-value]
+
+    return _helper["loop"].run_until_complete(read())  # type: ignore[no-any-return]
+
+
+def _wallboard(cfg: AlertsConfig, alerts: list[dict[str, Any]], agents_topic: str, agents_partitions: int,
+               consuming: bool, now_s: float, window_sums: bool) -> tuple[bytes, int]:
+    """A wallboard update at ``now_s``, encoded, and the queues it shows."""
+    store: Store = _helper["store"]
+    store.window_sums = window_sums
+
+    async def read() -> tuple[bytes, int]:
+        with gc_paused():
+            payload = await read_payload(store, cfg, alerts, agents_topic, agents_partitions, consuming, now_s)
+            return message(payload), len(payload["queues"])
+
+    return _helper["loop"].run_until_complete(read())  # type: ignore[no-any-return]
+
+
+def _snapshot(now_ms: int, only: Optional[list[str]], window_sums: bool) -> tuple[bytes, int]:
+    """The snapshot at ``now_ms`` of the queues ``only`` (all: None) as JSON, and the queues it shows."""
+    store: Store = _helper["store"]
+    store.window_sums = window_sums
+
+    async def read() -> tuple[bytes, int]:
+        with gc_paused():
+            snap = await store.snapshot(now_ms=now_ms, only=only)
+            return snapshot_json(snap), len(snap["queues"])  # type: ignore[arg-type]
 
     return _helper["loop"].run_until_complete(read())  # type: ignore[no-any-return]

@@ -156,32 +156,56 @@ def build_payload(snapshot: Mapping[str, Any], status: Mapping[str, Any], alerts
     }
 
 
+async def read_payload(store: Store, cfg: AlertsConfig, alerts: list[dict[str, Any]], agents_topic: str,
+                       agents_partitions: int, consuming: bool, now_s: float) -> dict[str, Any]:
+    """Read what a tick shows at ``now_s`` and build its payload (the alerts are read by the caller)."""
+    snapshot = await store.snapshot(now_ms=int(now_s * 1000))
+    status = await store.status()
+    agents = await store.agent_states(agents_topic, agents_partitions)
+    return build_payload(snapshot, status, alerts, agents, cfg, consuming, now_s)
+
+
+def message(payload: Mapping[str, Any]) -> bytes:
+    """One Server-Sent Events message carrying ``payload``."""
+    return b"event: snapshot\ndata: " + msgspec.json.encode(payload) + b"\n\n"
+
+
 class Hub:
-    """One producer, many screens: each screen gets a small queue holding at most the newest messages."""
+    """One producer, many screens: each screen gets a small queue holding at most the newest messages.
+
+    With a ``pool`` (``ccmon/scrape_pool.py``) the messages of a center with many queues are read and built in one of
+    its helper processes, off the worker's event loop."""
 
     def __init__(self, store: Store, cfg: AlertsConfig, agents_topic: str, agents_partitions: int,
-                 alerts: Any = None, consuming: Any = lambda: True):
+                 alerts: Any = None, consuming: Any = lambda: True, pool: Any = None):
         self.store = store
         self.cfg = cfg
         self.agents_topic = agents_topic
         self.agents_partitions = agents_partitions
         self.alerts = alerts
         self.consuming = consuming
+        self.pool = pool
         self.screens: set[asyncio.Queue[bytes]] = set()
         self.trigger = asyncio.Event()
         self._task: Optional[asyncio.Task[None]] = None
         self.built = 0
 
     async def payload(self) -> dict[str, Any]:
-        """Read everything and build one payload."""
+        """Read everything and build one payload, here."""
+        return await read_payload(self.store, self.cfg, await self._alerts(), self.agents_topic,
+                                  self.agents_partitions, bool(self.consuming()), time.time())
+
+    async def message(self) -> bytes:
+        """The next message for the screens: built by the pool's helpers when it has them, else here."""
+        if self.pool is None:
+            return message(await self.payload())
+        return await self.pool.wallboard(self.store, self.cfg, await self._alerts(), self.agents_topic,
+                                         self.agents_partitions, bool(self.consuming()), time.time())
+
+    async def _alerts(self) -> list[dict[str, Any]]:
         from ccmon.alerting import alerts_view
 
-        now_s = time.time()
-        snapshot = await self.store.snapshot(now_ms=int(now_s * 1000))
-        status = await self.store.status()
-        alerts = (await alerts_view(self.alerts))["alerts"] if self.alerts is not None else []
-        agents = await self.store.agent_states(self.agents_topic, self.agents_partitions)
-        return build_payload(snapshot, status, alerts, agents, self.cfg, bool(self.consuming()), now_s)
+        return (await alerts_view(self.alerts))["alerts"] if self.alerts is not None else []
 
     def subscribe(self) -> asyncio.Queue[bytes]:
         """A new screen; starts the producer with the first one."""
@@ -199,16 +223,16 @@ class Hub:
     async def _produce(self) -> None:
         while self.screens:
             try:
-                message = b"event: snapshot\ndata: " + msgspec.json.encode(await self.payload()) + b"\n\n"
+                update = await self.message()
                 self.built += 1
             except Exception as exc:  # noqa: BLE001 - Redis away: the screens go stale by themselves
                 log.warning("wallboard: cannot build an update: %s", exc)
-                message = b""
+                update = b""
             for q in list(self.screens):
-                if message:
+                if update:
                     if q.full():
                         q.get_nowait()  # a slow screen skips to the newest
-                    q.put_nowait(message)
+                    q.put_nowait(update)
             self.trigger.clear()
             try:
                 await asyncio.wait_for(self.trigger.wait(), timeout=TICK_S)

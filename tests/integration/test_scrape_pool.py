@@ -1,6 +1,6 @@
-"""``/metrics`` rendered by helper processes (ccmon/scrape_pool.py) against a real Redis: the same bytes as the
-worker writes alone, in both formats, with custom metrics and what belongs to no queue; and a helper that dies
-costs one scrape served by the worker, never an error."""
+"""``/metrics`` and wallboard updates rendered by helper processes (ccmon/scrape_pool.py) against a real Redis: the
+same bytes as the worker writes alone, in both formats, with custom metrics and what belongs to no queue; and a
+helper that dies costs one scrape or update served by the worker, never an error."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ import pytest
 
 from agents.config import CustomCounter, CustomRatio, MetricsConfig
 from agents.core import CORES, BatchResult, PartitionState, apply_batch
+from alerts.config import AlertsConfig, builtin_rules
 from ccmon.exposition import scrape
 from ccmon.scrape_pool import ScrapePool
 from ccmon.services import start_redis, stop
 from ccmon.store import Commit, Store
+from ccmon.wallboard import Hub
 from streams.events import Event, event_from_dict
 from streams.partitioning import partition_for
 from streams.simulator import SimConfig, generate
@@ -70,6 +72,14 @@ async def _both(s: Store, pool: ScrapePool, accept: Any) -> tuple[bytes, bytes]:
     return alone, helped
 
 
+async def _kill_helpers(pool: ScrapePool) -> None:
+    """Start the helpers, then kill every one of them."""
+    await pool.wait_ready()
+    assert pool._pool is not None
+    for pid in list(pool._pool._processes):  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_helpers_write_what_the_worker_writes_alone(store: Store) -> None:
     async def run() -> None:
         fixed = time.time()
@@ -114,13 +124,10 @@ def test_a_helper_that_dies_costs_one_scrape_in_the_worker(store: Store, caplog:
         try:
             first, _ = await pool.scrape(s, await s.status(), None)  # served in the worker while the helpers start
             assert pool.served == {"helpers": 0, "worker": 1}
-            await pool.wait_ready()
-            assert pool._pool is not None
-            for pid in list(pool._pool._processes):  # type: ignore[attr-defined]
-                os.kill(pid, signal.SIGKILL)
+            await _kill_helpers(pool)
             served, _ = await pool.scrape(s, await s.status(), None)
             assert served == first and pool.served == {"helpers": 0, "worker": 2} and pool.failures == 1
-            assert "a /metrics helper process failed" in caplog.text
+            assert "a helper process failed" in caplog.text and "this /metrics scrape is served by the worker" in caplog.text
             await pool.wait_ready()  # started again
             again, _ = await pool.scrape(s, await s.status(), None)
             assert again == first and pool.served == {"helpers": 1, "worker": 2}
@@ -163,13 +170,136 @@ def test_helpers_that_cannot_start_leave_the_worker_serving(store: Store, caplog
         try:
             with pytest.raises(RuntimeError, match="did not start"):
                 await pool.wait_ready()
-            assert caplog.text.count("helper processes did not start") == 1
+            assert caplog.text.count("helper processes for /metrics and the wallboard did not start") == 1
             assert pool._pool is None and pool._retry_at > time.monotonic() + scrape_pool.RETRY_S - 5
             for _ in range(3):
                 body, _ = await pool.scrape(s, await s.status(), None)
                 assert body.count(b"ccmon_calls_offered_total{") == len(QUEUES)
             assert pool._pool is None and pool.served == {"helpers": 0, "worker": 3}  # not tried again yet
             assert pool.failures == 1
+        finally:
+            pool.close()
+            await s.close()
+
+    asyncio.run(run())
+
+
+RULES = AlertsConfig(rules=builtin_rules())
+FIRING = [{"rule": "CcmonServiceLevelBelowTarget", "queue": "q03", "status": "firing", "severity": "page",
+           "summary": "q03 below target", "firing_since": 1.5e9}]
+
+
+def _update_args(now_s: float) -> tuple[Any, ...]:
+    """A wallboard update's arguments: the built-in rules, one firing alert, the filled agents' topic (2 partitions)."""
+    return (RULES, FIRING, "t.agents", 2, True, now_s)
+
+
+def test_helpers_build_the_wallboard_update_the_worker_builds(store: Store) -> None:
+    """From ``wallboard_min_queues`` queues on, the update comes from a helper, byte for byte the worker's own."""
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        now_s = time.time()
+        pool = ScrapePool(store.url, CFG, processes=2, read_min_queues=len(QUEUES))
+        try:
+            here = await pool.wallboard(s, *_update_args(now_s))  # the first: the queue count is not known yet
+            assert pool.wallboard_served == {"helpers": 0, "worker": 1} and pool._pool is None
+            assert here.startswith(b"event: snapshot\ndata: {") and b'"q03 below target"' in here
+            assert b'"calls_waiting"' in here and b'"odd \\"q\\"\\\\x"' in here  # a tile per queue
+            await pool.wait_ready()
+            helped = await pool.wallboard(s, *_update_args(now_s))
+            assert helped == here and pool.wallboard_served == {"helpers": 1, "worker": 1}
+            # The hub hands its screens what the pool built, with its own evaluator's alerts (none here).
+            hub = Hub(s, RULES, "t.agents", 2, pool=pool)
+            assert (await hub.message()).startswith(b"event: snapshot\ndata: {")
+            assert pool.wallboard_served == {"helpers": 2, "worker": 1}
+        finally:
+            pool.close()
+            await s.close()
+
+    asyncio.run(run())
+
+
+def test_few_queues_or_no_helpers_build_the_wallboard_in_the_worker(store: Store) -> None:
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        for pool in (ScrapePool(store.url, CFG, processes=2, read_min_queues=len(QUEUES) + 1),
+                     ScrapePool(store.url, CFG, processes=0, read_min_queues=1)):
+            for _ in range(2):
+                await pool.wallboard(s, *_update_args(time.time()))
+            assert pool.wallboard_served == {"helpers": 0, "worker": 2} and pool._pool is None  # never started
+        await s.close()
+
+    asyncio.run(run())
+
+
+def test_a_helper_that_dies_costs_one_wallboard_update_in_the_worker(store: Store,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        now_s = time.time()
+        pool = ScrapePool(store.url, CFG, processes=2, read_min_queues=1)
+        try:
+            first = await pool.wallboard(s, *_update_args(now_s))
+            await _kill_helpers(pool)
+            served = await pool.wallboard(s, *_update_args(now_s))
+            assert served == first and pool.wallboard_served == {"helpers": 0, "worker": 2} and pool.failures == 1
+            assert "this wallboard update is served by the worker" in caplog.text
+            await pool.wait_ready()
+            assert await pool.wallboard(s, *_update_args(now_s)) == first
+            assert pool.wallboard_served == {"helpers": 1, "worker": 2}
+        finally:
+            pool.close()
+            await s.close()
+
+    asyncio.run(run())
+
+
+def test_a_wallboard_helper_that_cannot_reach_redis_is_a_store_error(store: Store) -> None:
+    """As for scrapes: the hub logs it and its screens go stale; the helpers stay up."""
+    from ccmon.errors import StoreUnavailable
+    from ccmon.services import free_port
+
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        pool = ScrapePool(f"redis://127.0.0.1:{free_port()}/0", CFG, processes=2, read_min_queues=1)
+        try:
+            await pool.wallboard(s, *_update_args(time.time()))  # built here: this worker's Redis answers
+            await pool.wait_ready()
+            with pytest.raises(StoreUnavailable, match="is unreachable"):
+                await pool.wallboard(s, *_update_args(time.time()))
+            assert pool._pool is not None and pool.wallboard_served["helpers"] == 0 and pool.failures == 0
+        finally:
+            pool.close()
+            await s.close()
+
+    asyncio.run(run())
+
+
+def test_helpers_answer_api_snapshot_as_the_worker_does(store: Store) -> None:
+    """``/api/snapshot`` of all queues (from the second read on, once the count is known) or of as many named ones
+    comes from a helper, byte for byte the worker's JSON; a read of fewer queues stays in the worker."""
+    import json
+
+    from ccmon.scrape_pool import snapshot_json
+
+    async def run() -> None:
+        s = Store(store.url, CFG)
+        at = int(time.time() * 1000)
+        pool = ScrapePool(store.url, CFG, processes=2, read_min_queues=len(QUEUES))
+        try:
+            whole = await pool.snapshot(s, at, None)
+            assert whole == snapshot_json(await s.snapshot(now_ms=at)) and pool.snapshots_served["worker"] == 1
+            assert set(json.loads(whole)["queues"]) == set(QUEUES)
+            await pool.wait_ready()
+            assert await pool.snapshot(s, at, None) == whole
+            assert await pool.snapshot(s, at, list(QUEUES)) == whole  # every queue, named
+            few = await pool.snapshot(s, at, ["q01", "q02"])
+            assert few == snapshot_json(await s.snapshot(now_ms=at, only=["q01", "q02"]))
+            assert pool.snapshots_served == {"helpers": 2, "worker": 2}
+            fixed = time.time()
+            s.clock = lambda: fixed  # now (no ?at=): the helper reads at the worker's clock
+            assert await pool.snapshot(s, None, None) == snapshot_json(await s.snapshot())
+            assert pool.snapshots_served == {"helpers": 3, "worker": 2}
         finally:
             pool.close()
             await s.close()

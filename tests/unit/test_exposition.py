@@ -156,7 +156,13 @@ def test_openmetrics_is_negotiated() -> None:
     body, content_type = render_worker(True, 4, None)
     assert b"ccmon_worker_partitions_assigned 4.0" in body and b"process_resident_memory_bytes" in body
     assert b"ccmon_worker_metrics_scrapes" not in body  # only where the worker serves /metrics
-    body, _ = render_worker(True, 4, None, True, 0, {"helpers": 3, "worker": 1}, 2)
+    assert b"ccmon_worker_wallboard_updates" not in body
+    body, _ = render_worker(True, 4, None, True, 0, {"helpers": 3, "worker": 1}, 2, {"helpers": 7, "worker": 5},
+                            {"helpers": 9, "worker": 4})
+    assert b'ccmon_worker_snapshot_reads_total{by="helpers"} 9.0' in body
+    assert b'ccmon_worker_snapshot_reads_total{by="worker"} 4.0' in body
+    assert b'ccmon_worker_wallboard_updates_total{by="helpers"} 7.0' in body
+    assert b'ccmon_worker_wallboard_updates_total{by="worker"} 5.0' in body
     assert b'ccmon_worker_metrics_scrapes_total{by="helpers"} 3.0' in body
     assert b'ccmon_worker_metrics_scrapes_total{by="worker"} 1.0' in body
     assert b"ccmon_worker_metrics_helper_failures_total 2.0" in body

@@ -14,8 +14,8 @@ from hypothesis import given, settings, strategies as st
 from agents.config import MetricsConfig
 from agents.oracle import compute
 from alerts.config import AlertsConfig
-from ccmon.wallboard import build_payload
-from ccmon.web import json_body
+from ccmon.wallboard import build_payload, message
+from ccmon.scrape_pool import snapshot_json
 from streams.events import Event, event_from_dict
 from streams.simulator import SimConfig, generate
 
@@ -34,8 +34,8 @@ def test_a_snapshot_and_a_wallboard_payload_encode_as_the_json_module_did() -> N
     payload = build_payload(snap, {"stats": {}, "lag": {}}, [], agents, AlertsConfig(), True, time.time())
     for doc in (snap, payload):
         assert msgspec.json.encode(doc) == _compact(doc)
-    response = json_body(snap)
-    assert response.body == _compact(snap) and response.content_type == "application/json"
+    assert snapshot_json(snap) == _compact(snap)
+    assert message(payload) == b"event: snapshot\ndata: " + _compact(payload) + b"\n\n"
 
 
 _json = st.recursive(
