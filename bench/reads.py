@@ -7,7 +7,10 @@ times the two reads a worker makes of it:
 - the *full* snapshot, as ``/api/snapshot`` and the wallboard read it (every queue, the
   all-queues roll-up and each window's per-agent survey views);
 - the *alert evaluator's* read, once a second while commits flow: no roll-up and no
-  per-agent views, which no rule reads.
+  per-agent views, which no rule reads;
+- a *wallboard update*, built up to three times a second while a screen is open: the full
+  snapshot, the status, every agent's state, the tiles' payload and its JSON. This is what
+  one process spends on it: the worker's, or from 20 queues on a helper's (``ccmon/scrape_pool.py``).
 
 Prints the median and p90 of repeated reads, and the peak of memory allocated during one
 read of each (``tracemalloc``; the read runs slower while it traces).
@@ -25,6 +28,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Awaitable, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,9 +36,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scrape  # noqa: E402
 from agents.config import MetricsConfig  # noqa: E402
 from ccmon.services import start_redis, stop  # noqa: E402
+from alerts.config import AlertsConfig, builtin_rules  # noqa: E402
 from ccmon.store import Store  # noqa: E402
+from ccmon.wallboard import message, read_payload  # noqa: E402
 
 READS = {"full (/api/snapshot)": {}, "alert evaluator": {"rollup_all": False, "agents": False}}
+WALLBOARD = "wallboard update"
+
+
+def reader(store: Store, name: str) -> Callable[[], Awaitable[object]]:
+    """One read of the kind ``name``, as the worker (or its helper) makes it."""
+    if name == WALLBOARD:
+        rules = AlertsConfig(rules=builtin_rules())
+
+        async def update() -> object:
+            payload = await read_payload(store, rules, [], "bench.agents", scrape.PARTITIONS, True, time.time())
+            return message(payload)
+        return update
+    return lambda: store.snapshot(**READS[name])
 
 
 async def run(url: str, queues: int, minutes: float, repeat: int) -> list[str]:
@@ -46,19 +65,20 @@ async def run(url: str, queues: int, minutes: float, repeat: int) -> list[str]:
     events = await scrape.fill(store, cfg, queues, minutes, calls_per_hour=3000, agents_per_queue=60,
                               tickets_per_hour=600)
     rows = []
-    for name, kw in READS.items():
-        await store.snapshot(**kw)  # warm: the script cache, the connection, the window sums
+    for name in [*READS, WALLBOARD]:
+        read = reader(store, name)
+        await read()  # warm: the script cache, the connection, the window sums
         times = []
         for _ in range(repeat):
             gc.disable()  # as the worker's readers do (ccmon/gcpause.py)
             started = time.perf_counter()
-            snap = await store.snapshot(**kw)
+            snap = await read()
             times.append(time.perf_counter() - started)
             del snap
             gc.enable()
         tracemalloc.start()
         gc.disable()
-        snap = await store.snapshot(**kw)
+        snap = await read()
         held, peak = tracemalloc.get_traced_memory()
         del snap
         gc.enable()
@@ -81,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_redis(Path(tmp))
         try:
-            print("| read | queues | events | median ms | p90 ms | peak MiB allocated | MiB held by the snapshot |")
+            print("| read | queues | events | median ms | p90 ms | peak MiB allocated | MiB held by the result |")
             print("|---|---:|---:|---:|---:|---:|---:|")
             asyncio.run(run(url, args.queues, args.minutes, args.repeat))
         finally:

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.config import MetricsConfig  # noqa: E402
-from agents.core import CORES, BatchResult, PartitionState, apply_batch  # noqa: E402
+from agents.core import CORES, BatchResult, PartitionState, apply_batch, encode_state  # noqa: E402
 from ccmon.exposition import scrape as scrape_metrics  # noqa: E402
 from ccmon.scrape_pool import ScrapePool  # noqa: E402
 from ccmon.services import start_redis, stop  # noqa: E402
@@ -66,7 +66,10 @@ async def fill(store: Store, cfg: MetricsConfig, queues: int, minutes: float, ca
     async def flush(key: tuple[str, int]) -> None:
         res = apply_batch(CORES[key[0]], parts[key], pending[key], cfg, BatchResult())
         tp = (f"bench.{key[0]}", key[1])
-        commit = Commit(deltas=res.deltas, queues=res.queues, offsets={tp: (offsets[key], offsets[key] + 1)})
+        # The entity states too, as the worker commits them: the wallboard reads the agents' (bench/reads.py).
+        states = {tp: {k: None if v is None else encode_state(v) for k, v in res.changed.items()}}
+        commit = Commit(deltas=res.deltas, queues=res.queues, offsets={tp: (offsets[key], offsets[key] + 1)},
+                        states=states)
         await store.commit(commit)
         offsets[key] += 1
         pending[key] = []
