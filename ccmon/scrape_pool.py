@@ -1,4 +1,4 @@
-"""``/metrics`` and the wallboard for many queues, read and rendered by helper processes.
+"""``/metrics``, the wallboard and ``/api/snapshot`` for many queues, read and rendered by helper processes.
 
 A scrape of 500 queues is ~230 ms of Python in one process (reading and sorting out ~100,000 counter fields,
 building the views, writing ~130,000 sample lines), and it holds the worker's event loop, which also runs the
@@ -14,9 +14,9 @@ open, and each is a whole snapshot read: ~50 ms at 50 queues and ~770 ms at 500 
 the worker's event loop before. A helper reads and encodes the update; the worker reads only the alerts (its own
 evaluator's) and relays the bytes.
 
-The helpers start at the first scrape (or update) that has enough queues; that one is served in the worker while
-they start. A helper that dies, or fails in any way but Redis being unreachable, is logged, the pool is started
-again at the next scrape, and this one is served in the worker.
+The helpers start at the first read that covers enough queues; that one is served in the worker while they start.
+A helper that dies, or fails in any way but Redis being unreachable, is logged, the pool is started again at the
+next read, and this one is served in the worker.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def snapshot_json(snapshot: Mapping[str, object]) -> bytes:
 
 
 class ScrapePool:
-    """Renders ``/metrics`` and the wallboard's updates in ``processes`` helper processes when there are enough
-    queues (see the module)."""
+    """Renders ``/metrics``, the wallboard's updates and ``/api/snapshot``'s answers in ``processes`` helper
+    processes when they cover enough queues (see the module)."""
 
     def __init__(self, url: str, cfg: MetricsConfig, options: Optional[Mapping[str, Any]] = None,
                  processes: int = 2, min_queues: int = SHARD_MIN_QUEUES,
@@ -193,16 +193,16 @@ class ScrapePool:
                                              initargs=(self.url, self.cfg, self.options))
             loop = asyncio.get_running_loop()
             self._starting = asyncio.gather(*[loop.run_in_executor(self._pool, _ping) for _ in range(self.processes)])
-            log.info("starting %d helper processes for /metrics and the wallboard (CCMON_SCRAPE_PROCESSES)",
-                     self.processes)
+            log.info("starting %d helper processes for /metrics, the wallboard and /api/snapshot "
+                     "(CCMON_SCRAPE_PROCESSES)", self.processes)
         if not self._starting.done():
             return False
         failed = self._starting.exception()
         self._starting = None
         if failed is not None:
-            log.warning("the helper processes for /metrics and the wallboard did not start (%s: %s); both are served "
-                        "by the worker itself for %.0f s, then they are tried again. Set CCMON_SCRAPE_PROCESSES=0 to "
-                        "stop trying",
+            log.warning("the helper processes for /metrics, the wallboard and /api/snapshot did not start (%s: %s); "
+                        "the worker serves them itself for %.0f s, then they are tried again. Set "
+                        "CCMON_SCRAPE_PROCESSES=0 to stop trying",
                         type(failed).__name__, failed, RETRY_S)
             self.failures += 1
             self.close()
@@ -218,7 +218,8 @@ class ScrapePool:
         if self._starting is not None:
             await asyncio.wait([self._starting])
         if not await self._ready():
-            raise RuntimeError("the helper processes for /metrics and the wallboard did not start; see the log")
+            raise RuntimeError("the helper processes for /metrics, the wallboard and /api/snapshot did not start; see "
+                               "the log")
 
     def close(self) -> None:
         """Stop the helpers (without waiting for a scrape they are running)."""

@@ -170,7 +170,7 @@ def test_helpers_that_cannot_start_leave_the_worker_serving(store: Store, caplog
         try:
             with pytest.raises(RuntimeError, match="did not start"):
                 await pool.wait_ready()
-            assert caplog.text.count("helper processes for /metrics and the wallboard did not start") == 1
+            assert caplog.text.count("helper processes for /metrics, the wallboard and /api/snapshot did not start") == 1
             assert pool._pool is None and pool._retry_at > time.monotonic() + scrape_pool.RETRY_S - 5
             for _ in range(3):
                 body, _ = await pool.scrape(s, await s.status(), None)
