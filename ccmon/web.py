@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
 import json
 import re
@@ -13,6 +14,7 @@ from typing import Any, Callable
 import faust
 from aiohttp import web
 from faust.web import View
+from prometheus_client.exposition import gzip_accepted
 
 from alerts.config import AlertsConfig
 from ccmon.alerting import AlertService, alerts_view
@@ -69,6 +71,25 @@ def bearer(headers: Any) -> list[str]:
     """The token of ``Authorization: Bearer …``, as a one-item list (none without one)."""
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     return [token.strip()] if scheme.lower() == "bearer" and token.strip() else []
+
+
+# Bodies from this size on are gzipped for a client that accepts it, at level 1, in a thread (zlib lets go of the
+# GIL): a 500-queue /metrics is 9.8 MB, 840 KB gzipped in 20-30 ms (level 6: 664 KB in 65-69 ms).
+GZIP_MIN_BYTES = 1024
+GZIP_LEVEL = 1
+
+
+async def respond(request: Any, body: bytes, content_type: str) -> web.Response:
+    """``body``, gzipped when it is large and the client accepts gzip (Prometheus does), as exporters do."""
+    headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+    if len(body) >= GZIP_MIN_BYTES and gzip_accepted(request.headers.get("Accept-Encoding", "")):
+        body = await asyncio.get_running_loop().run_in_executor(None, _gzip, body)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+def _gzip(body: bytes) -> bytes:
+    return gzip.compress(body, GZIP_LEVEL, mtime=0)
 
 
 def json_error(message: str, status: int, **headers: str) -> web.Response:
@@ -206,7 +227,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             return json_error(str(exc), 400)
         try:
             body = await scrapes.snapshot(store, at, only)  # in a helper when it covers many queues
-            return web.Response(body=body, content_type="application/json")
+            return await respond(request, body, "application/json")
         except StoreUnavailable as exc:
             return json_error(str(exc), 503)
 
@@ -332,7 +353,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
             body, content_type = await scrapes.scrape(store, status, request.headers.get("Accept"))
         except StoreUnavailable as exc:
             return view.text(f"# {exc}\n", status=503)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        return await respond(request, body, content_type)
 
     @app.page("/metrics/worker")
     async def worker_metrics(view: Any, request: Any) -> Any:
@@ -344,7 +365,7 @@ def register_web(app: faust.App, store: Store, alerts: AlertService | None = Non
         body, content_type = render_worker(ready["consuming"], partitions, request.headers.get("Accept"),
                                            store.down_since is None, store.errors, scrapes.served, scrapes.failures,
                                            scrapes.wallboard_served, scrapes.snapshots_served)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        return await respond(request, body, content_type)
 
     @app.page("/health")
     async def health(view: Any, request: Any) -> Any:

@@ -8,6 +8,7 @@ an alert rule names present in the live scrape.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import math
 import shutil
@@ -53,11 +54,18 @@ queues:
 CONTINUOUS = {"ccmon_longest_wait_seconds": 2.0, "ccmon_occupancy_ratio": 1e-3}
 
 
-def get(url: str, accept: str | None = None) -> tuple[bytes, str]:
-    """Body and content type of a GET."""
-    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+def get(url: str, accept: str | None = None, gzipped: bool = False) -> tuple[bytes, str]:
+    """Body and content type of a GET; ``gzipped``: ask for gzip as Prometheus does, and check that it came so."""
+    headers = {"Accept": accept} if accept else {}
+    if gzipped:
+        headers["Accept-Encoding"] = "gzip"
+    req = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
-        return r.read(), r.headers.get("Content-Type", "")
+        body = r.read()
+        if gzipped:
+            assert r.headers.get("Content-Encoding") == "gzip", dict(r.headers)
+            body = gzip.decompress(body)
+        return body, r.headers.get("Content-Type", "")
 
 
 class Prometheus:
@@ -292,10 +300,24 @@ def test_promtool_accepts_the_exposition(stack: tuple[Env, str, Prometheus], pat
     check = subprocess.run([require_tool("promtool", "Debian's prometheus package"), "check", "metrics"], input=body, capture_output=True)
     assert check.returncode == 0, (check.stdout + check.stderr).decode()
     assert not (check.stdout + check.stderr).strip(), (check.stdout + check.stderr).decode()  # no lint warning
-    om, om_type = get(base + path, accept="application/openmetrics-text; version=1.0.0")
+    om, om_type = get(base + path, accept="application/openmetrics-text; version=1.0.0", gzipped=True)
     assert om_type.startswith("application/openmetrics-text") and om.rstrip().endswith(b"# EOF")
     # OpenMetrics is what Prometheus asks for first: a strict parser takes it, with the series of the text format
     # (the traffic goes on between the two scrapes, so a few may come or go).
     series = {(s.name, tuple(sorted(s.labels.items()))) for f in openmetrics_families(om.decode()) for s in f.samples}
     text = {(s.name, tuple(sorted(s.labels.items()))) for f in text_families(body.decode()) for s in f.samples}
     assert text and len(series ^ text) <= len(text) // 20, sorted(series ^ text)[:10]
+
+
+def test_large_bodies_are_gzipped_for_clients_that_ask(stack: tuple[Env, str, Prometheus]) -> None:
+    """``/metrics`` and ``/api/snapshot`` come gzipped to a client that accepts it (Prometheus does), as they are to
+    one that does not; the real Prometheus above scrapes the gzipped form."""
+    env, base, _ = stack
+    wait_for(lambda: env.stats().get("consumed", 0) > 1000, 60, "history to be committed")
+    plain = json.loads(get(base + "/api/snapshot")[0])
+    packed, content_type = get(base + "/api/snapshot", gzipped=True)
+    assert content_type.startswith("application/json") and json.loads(packed).keys() == plain.keys()
+    assert json.loads(packed)["queues"].keys() == plain["queues"].keys()
+    req = urllib.request.Request(base + "/health", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as r:  # a small body goes as it is
+        assert r.headers.get("Content-Encoding") is None and json.loads(r.read())["status"] == "ok"
