@@ -325,8 +325,9 @@ class WorkerCollector:
             yield GaugeMetricFamily("ccmon_worker_redis_up", "1 when this worker's last Redis call succeeded, 0 "
                                     "during an outage (it retries with backoff).", value=1.0 if self.redis_up else 0.0)
         if self.redis_errors is not None:
-            yield CounterMetricFamily("ccmon_worker_redis_errors", "Redis calls of this worker that failed "
-                                      "(unreachable or refused) since it started.", value=float(self.redis_errors))
+            yield CounterMetricFamily("ccmon_worker_redis_errors", "Redis calls of this worker (its helper "
+                                      "processes' included) that failed (unreachable or refused) since it started.",
+                                      value=float(self.redis_errors))
         by_whom = (
             ("ccmon_worker_metrics_scrapes", "Scrapes of /metrics this worker answered, by who rendered them", self.scrapes),
             ("ccmon_worker_wallboard_updates", "Wallboard updates this worker built for its open screens, by who "

@@ -96,10 +96,9 @@ class ScrapePool:
         n = min(self.processes, len(queues))
         slices = [queues[i * len(queues) // n:(i + 1) * len(queues) // n] for i in range(n)]
         now_ms = int(store.clock() * 1000)
-        loop = asyncio.get_running_loop()
         try:
             shards: list[Shard] = await asyncio.gather(*[
-                loop.run_in_executor(self._pool, _shard, part, now_ms, openmetrics, i == 0, store.window_sums)
+                self._run(store, _shard, part, now_ms, openmetrics, i == 0, store.window_sums)
                 for i, part in enumerate(slices)])
         except StoreUnavailable:
             raise
@@ -124,7 +123,7 @@ class ScrapePool:
         args = (cfg, alerts, agents_topic, agents_partitions, consuming, now_s)
         if await self._helped(self._queues):
             try:
-                update, self._queues = await self._run(_wallboard, *args, store.window_sums)
+                update, self._queues = await self._run(store, _wallboard, *args, store.window_sums)
                 self.wallboard_served["helpers"] += 1
                 return update
             except StoreUnavailable:
@@ -144,7 +143,7 @@ class ScrapePool:
         if await self._helped(self._queues if only is None else len(only)):
             at = int(store.clock() * 1000) if now_ms is None else now_ms
             try:
-                body, queues = await self._run(_snapshot, at, only, store.window_sums)
+                body, queues = await self._run(store, _snapshot, at, only, store.window_sums)
                 if only is None:
                     self._queues = queues
                 self.snapshots_served["helpers"] += 1
@@ -165,9 +164,15 @@ class ScrapePool:
         """Whether a read of ``queues`` queues goes to a helper (and they are up: else they start now)."""
         return self.processes >= 2 and queues >= self.read_min_queues and await self._ready()
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, store: Store, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a helper. A read that finds Redis unreachable there counts as the worker's own
+        (``ccmon_worker_redis_errors_total``, ``ccmon_worker_redis_up``) and raises StoreUnavailable."""
         assert self._pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except StoreUnavailable:
+            store.failed()
+            raise
 
     def _failed(self, exc: Exception, what: str) -> None:
         log.warning("a helper process failed (%s: %s); this %s is served by the worker itself, and the helpers "

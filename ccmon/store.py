@@ -178,15 +178,16 @@ class Store:
         try:
             result = await coro
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            self._failed()
+            self.failed()
             raise StoreUnavailable(f"Redis at {self.redacted_url} is unreachable ({exc}); {_fix_for(exc)}") from exc
         except RedisError as exc:
-            self._failed()
+            self.failed()
             raise StoreUnavailable(f"Redis at {self.redacted_url} refused a command: {exc}") from exc
         self.down_since = None
         return result
 
-    def _failed(self) -> None:
+    def failed(self) -> None:
+        """Count a Redis call that failed (this store's, or a helper process's on its behalf: ccmon/scrape_pool.py)."""
         self.errors += 1
         if self.down_since is None:
             self.down_since = time.time()

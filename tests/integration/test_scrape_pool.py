@@ -149,9 +149,13 @@ def test_a_helper_that_cannot_reach_redis_is_a_store_error_not_a_fallback(store:
         pool = ScrapePool(f"redis://127.0.0.1:{free_port()}/0", CFG, processes=2, min_queues=1)  # nothing listens
         try:
             await pool.wait_ready()
+            errors = s.errors
             with pytest.raises(StoreUnavailable, match="Redis at redis://127.0.0.1:.* is unreachable"):
                 await pool.scrape(s, await s.status(), None)
             assert pool._pool is not None and pool.served["helpers"] == 0 and pool.failures == 0
+            # A helper's failed read counts as the worker's (ccmon_worker_redis_errors_total, redis_up 0); the other
+            # helper's may still be on its way when the first fails the scrape.
+            assert s.errors > errors and s.down_since is not None
         finally:
             pool.close()
             await s.close()
@@ -268,6 +272,9 @@ def test_a_wallboard_helper_that_cannot_reach_redis_is_a_store_error(store: Stor
             with pytest.raises(StoreUnavailable, match="is unreachable"):
                 await pool.wallboard(s, *_update_args(time.time()))
             assert pool._pool is not None and pool.wallboard_served["helpers"] == 0 and pool.failures == 0
+            assert s.errors == 1 and s.down_since is not None
+            await s.ping()  # the worker's own next call that succeeds: up again
+            assert s.down_since is None
         finally:
             pool.close()
             await s.close()
