@@ -208,7 +208,8 @@ class Stack:
         cmd = python_cmd("worker")
         if profile is not None:
             gil = ["--gil"] if os.environ.get("SPY_GIL") else []  # only samples holding the GIL
-            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", os.environ.get("SPY_RATE", "100"), *gil,
+            rate = os.environ.get("SPY_RATE", "100")  # samples per second
+            cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", rate, *gil,
                    "-o", str(profile), "--", *cmd]
         proc = spawn(cmd, log, self.environ(http_port=str(port), **settings))
         self.workers.append(proc)

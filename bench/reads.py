@@ -2,7 +2,7 @@
 
 Fills Redis through the real commit path with an hour of simulated traffic for 50 queues
 (3,000 calls/h and 600 tickets/h per queue, 60 agents each: the mix of ``e2e.py``), then
-times the two reads a worker makes of it:
+times the reads a worker makes of it:
 
 - the *full* snapshot, as ``/api/snapshot`` and the wallboard read it (every queue, the
   all-queues roll-up and each window's per-agent survey views);
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import scrape  # noqa: E402
 from agents.config import MetricsConfig  # noqa: E402
-from ccmon.services import start_redis, stop  # noqa: E402
 from alerts.config import AlertsConfig, builtin_rules  # noqa: E402
+from ccmon.services import start_redis, stop  # noqa: E402
 from ccmon.store import Store  # noqa: E402
 from ccmon.wallboard import message, read_payload  # noqa: E402
 

@@ -80,7 +80,8 @@ GZIP_LEVEL = 1
 
 
 async def respond(request: Any, body: bytes, content_type: str) -> web.Response:
-    """``body``, gzipped when it is large and the client accepts gzip (Prometheus does), as exporters do."""
+    """``body``, gzipped when it has ``GZIP_MIN_BYTES`` or more and the client accepts gzip (Prometheus does), as
+    prometheus_client's own handler does."""
     headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
     if len(body) >= GZIP_MIN_BYTES and gzip_accepted(request.headers.get("Accept-Encoding", "")):
         body = await asyncio.get_running_loop().run_in_executor(None, _gzip, body)
