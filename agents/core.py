@@ -299,6 +299,10 @@ class BaseCore:
     # and records the event's effect, equal to ``contributions`` after minus before. The batch loop
     # diffs ``contributions`` once per touched entity for the cores without one.
     step: Optional[Callable[..., tuple[object, str, str]]] = None
+    # Cores without ``step`` may define ``inert(state, event)``: True when folding the event into ``state`` (not None)
+    # leaves ``contributions`` as they are. The batch loop then keeps the new state, its due time and the remembered
+    # contributions, and neither recomputes nor diffs them for that event.
+    inert: Optional[Callable[[object, Event], bool]] = None
     name = ""
 
     @classmethod
@@ -898,6 +902,22 @@ class TicketsCore(BaseCore):
         return TicketRecord(state.ticket_id, events), "", ""
 
     @staticmethod
+    def inert(state: TicketRecord, ev: Event) -> bool:
+        """Whether ``ev`` leaves the ticket's contributions as they are, wherever it falls in time: a reply that is
+        not an agent's public one, or an assignment that moves no queue (to no queue, or to the only queue the
+        ticket was created in and assigned to). ``ticket_facts`` reads neither (``tests/unit/test_tickets.py``)."""
+        if isinstance(ev, TicketReplied):
+            return not (ev.author == "agent" and ev.public)
+        if not isinstance(ev, TicketAssigned):
+            return False
+        if not ev.queue:
+            return True
+        for e in state.events:  # the queue of its creation and of every assignment so far: all ev's queue?
+            if (e[2] == "created" or e[2] == "assign") and e[3] and e[3] != ev.queue:
+                return False
+        return True
+
+    @staticmethod
     def contributions(state: TicketRecord, cfg: MetricsConfig, expired: bool = False, leaving: bool = False) -> Contribution:
         """``tickets_created`` by channel and priority, plus every fact of ``ticket_facts``."""
         out = Contribution()
@@ -1069,10 +1089,11 @@ def apply_batch(
     res = result or BatchResult()
     deltas = res.deltas
     deltas.bind(cfg)
-    step, contributions, due_of, key = core.step, core.contributions, core.due, core.key
+    step, contributions, due_of, key, inert = core.step, core.contributions, core.due, core.key, core.inert
     compact = None if core.compact is BaseCore.compact else core.compact
     before: dict[str, Contribution] = {}  # cores without ``step``: each touched entity's contribution before
     touched: dict[str, None] = {}  # entities whose state this batch changed, in order
+    restated: dict[str, None] = {}  # entities only inert events changed (``BaseCore.inert``): same contributions
     custom = Contribution()
     lateness = cfg.lateness_ms
     states, dues, changed, memo = part.states, part.dues, res.changed, part.memo
@@ -1087,6 +1108,7 @@ def apply_batch(
         if base is not None:  # else leaving changes nothing: a finished entity adds the same whether kept or not
             deltas.add(base, contributions(st, cfg, expired=not finished, leaving=True), cfg)
         touched.pop(k, None)
+        restated.pop(k, None)
         memo.pop(k, None)
         del states[k]
         dues.pop(k, None)
@@ -1129,8 +1151,13 @@ def apply_batch(
                 res.invalid += 1
                 res.rejected.append((i, problem, detail))
             continue
-        if k not in touched:
+        if k in touched:
+            pass
+        elif inert is not None and st is not None and inert(st, ev):
+            restated[k] = None  # its contributions (and what the memo holds of them) stand
+        else:
             touched[k] = None
+            restated.pop(k, None)
             if step is None:
                 base = None if st is None else memo.pop(k, None)
                 if base is None and st is not None:
@@ -1178,8 +1205,17 @@ def apply_batch(
         due = dues[k] = due_of(st, cfg)
         if due[0] is not None:
             push(heap, (due[0], k))
+    for k in restated:
+        st = states[k]
+        if compact is not None:
+            st = states[k] = compact(st, horizon)
+        changed[k] = st
+        due = dues[k] = due_of(st, cfg)
+        if due[0] is not None:
+            push(heap, (due[0], k))
     before.clear()  # every touched entity's delta is recorded; a sweep below starts from its new state
     touched.clear()
+    restated.clear()
     pop = heapq.heappop
     while heap and heap[0][0] < stream:
         due_at, k = pop(heap)

@@ -160,6 +160,20 @@ def _runout(tl: _Timeline, cfg: MetricsConfig, target_of: Callable[[str], int]) 
     return None
 
 
+def _runouts(tl: _Timeline, cfg: MetricsConfig) -> tuple[Optional[int], Optional[int]]:
+    """``_runout`` of the first-response and the resolution clocks; for a ticket that never moved queue (most of
+    them), without its loop over segments."""
+    if len(tl.segments) == 1:
+        start, queue = tl.segments[0]
+        qc = cfg.queue(queue)
+        at = max(start, tl.created)
+        frt, res = qc.sla_targets(tl.priority)
+        return (at if frt <= 0 else deadline(qc.calendar, at, frt, tl.pauses),
+                at if res <= 0 else deadline(qc.calendar, at, res, tl.pauses))
+    return (_runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[0]),
+            _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[1]))
+
+
 def _clock(tl: _Timeline, cfg: MetricsConfig, until: int) -> int:
     """SLA-clock time from creation to ``until``."""
     total = 0
@@ -209,8 +223,7 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
         c.append((tl.queue_at(tl.first_escalation), tl.first_escalation, TICKETS_ESCALATED, 1))
 
     first_solve = tl.solves[0] if tl.solves else None
-    frt_run = _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[0])
-    res_run = _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[1])
+    frt_run, res_run = _runouts(tl, cfg)
 
     reply = tl.first_reply if tl.first_reply is not None and (first_solve is None or tl.first_reply <= first_solve) else None
     _score_clock(tl, cfg, reply, frt_run, first_solve, final, (FRT_COUNT, FRT_MS, FRT_MET, FRT_MISSED, Z_FRT_MISSED), out,

@@ -6,9 +6,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from agents.business_hours import parse_calendar
 from agents.config import MetricsConfig, QueueConfig
+from agents.core import TicketsCore
 from agents.tickets import (
     FCR_NO,
     FCR_YES,
@@ -30,6 +32,8 @@ from agents.tickets import (
     ticket_due,
     ticket_facts,
 )
+
+from streams.events import Event, event_from_dict
 
 M, H, D = 60_000, 3600_000, 86400_000
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -174,3 +178,68 @@ def test_solved_ticket_leaves_after_its_fcr_window() -> None:
 
 def test_events_before_creation_are_held() -> None:
     assert ticket_facts([reply(T0)], CFG) == TicketFacts()
+
+
+# ``TicketsCore.inert``: the batch loop skips recomputing a ticket's contributions for the events it calls inert, so
+# the claim is checked here on random histories (any order, queues with business hours and pause statuses).
+_KINDS = ("created", "reply_agent", "reply_customer", "note", "status", "assign", "assign_none", "escalate", "reopen")
+
+
+@st.composite
+def _ticket_history(draw: st.DrawFn) -> list:
+    events = []
+    for i in range(draw(st.integers(1, 9))):
+        ts = T0 + draw(st.integers(-2, 40)) * 30 * M
+        kind = draw(st.sampled_from(_KINDS))
+        eid = f"e{i}"
+        raw: dict = {"event_id": eid, "ts": ts / 1000, "ticket_id": "t1"}
+        if kind == "created":
+            raw.update(type="ticket.created", queue=draw(st.sampled_from(["desk", "office", "vip"])), channel="email",
+                       priority=draw(st.sampled_from(["normal", "urgent"])))
+        elif kind.startswith("reply") or kind == "note":
+            raw.update(type="ticket.replied", author="customer" if kind == "reply_customer" else "agent",
+                       public=kind != "note")
+        elif kind == "status":
+            raw.update(type="ticket.status_changed", status=draw(st.sampled_from(["open", "pending", "solved"])))
+        elif kind.startswith("assign"):
+            raw.update(type="ticket.assigned", agent_id="a1",
+                       queue=None if kind == "assign_none" else draw(st.sampled_from(["desk", "office", "vip"])))
+        elif kind == "escalate":
+            raw.update(type="ticket.escalated")
+        else:
+            raw.update(type="ticket.reopened")
+        ev = event_from_dict(raw)
+        assert isinstance(ev, Event), ev
+        events.append(ev)
+    return events
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ticket_history())
+def test_an_inert_event_leaves_the_contributions_as_they_are(events: list) -> None:
+    state = None
+    for ev in events:
+        new, problem, _ = TicketsCore.apply(state, ev, CFG)
+        if problem:
+            continue
+        if state is not None and TicketsCore.inert(state, ev):
+            for leaving in (False, True):
+                assert TicketsCore.contributions(new, CFG, leaving=leaving) == \
+                    TicketsCore.contributions(state, CFG, leaving=leaving), (ev, state)
+        state = new
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ticket_history(), st.sampled_from(["desk", "office", "vip"]))
+def test_the_one_queue_shortcut_gives_the_clocks_run_out_of_the_general_walk(events: list, moved_to: str) -> None:
+    """``_runouts`` computes a ticket's clocks' run-out without ``_runout``'s loop when it never moved queue; the
+    same with a queue move appended, which takes the loop."""
+    from agents.core import ticket_event_tuple
+    from agents.tickets import _runout, _runouts, _timeline
+
+    history = sorted(ticket_event_tuple(ev) for ev in events)
+    for tuples in (history, sorted([*history, (T0 + 5 * H, "mv", "assign", moved_to, "a1", "")])):
+        tl = _timeline(tuples, CFG)
+        if tl is not None:
+            assert _runouts(tl, CFG) == tuple(_runout(tl, CFG, lambda q, i=i: CFG.queue(q).sla_targets(tl.priority)[i])
+                                              for i in (0, 1))
