@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from bisect import bisect_right
+from itertools import chain
 import math
 from operator import attrgetter
 from collections import defaultdict
@@ -1190,23 +1191,15 @@ def apply_batch(
         deltas.add(EMPTY, custom, cfg)
     horizon = stream - lateness
     heap, push = part.heap, heapq.heappush
-    for k in touched:
+    for k in chain(touched, restated) if restated else touched:  # the two are disjoint
         st = states[k]
-        if step is None:
+        if step is None and k in before:  # a restated entity keeps its contributions, and the memo what it holds
             after = contributions(st, cfg)
             deltas.add(before[k], after, cfg)
             if compact is None:
                 memo[k] = after.kept()
                 if len(memo) > MEMO_SIZE:
                     del memo[next(iter(memo))]
-        if compact is not None:
-            st = states[k] = compact(st, horizon)
-        changed[k] = st
-        due = dues[k] = due_of(st, cfg)
-        if due[0] is not None:
-            push(heap, (due[0], k))
-    for k in restated:
-        st = states[k]
         if compact is not None:
             st = states[k] = compact(st, horizon)
         changed[k] = st
