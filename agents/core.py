@@ -1000,6 +1000,7 @@ class DomainCore(Protocol):
     state_type: type
 
     step: Optional[Callable[..., tuple[object, str, str]]]
+    inert: Optional[Callable[[object, Event], bool]]
 
     @staticmethod
     def key(ev: Event) -> str: ...
