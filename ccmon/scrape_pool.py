@@ -98,7 +98,7 @@ class ScrapePool:
         now_ms = int(store.clock() * 1000)
         try:
             shards: list[Shard] = await asyncio.gather(*[
-                self._run(store, _shard, part, now_ms, openmetrics, i == 0, store.window_sums)
+                self._run(store, _in_helper, store.window_sums, _shard, part, now_ms, openmetrics, i == 0)
                 for i, part in enumerate(slices)])
         except StoreUnavailable:
             raise
@@ -120,45 +120,37 @@ class ScrapePool:
                         agents_partitions: int, consuming: bool, now_s: float) -> bytes:
         """One wallboard update (a Server-Sent Events message) at ``now_s``: built in a helper from
         ``read_min_queues`` queues on, else here. Raises StoreUnavailable when Redis does not answer."""
-        args = (cfg, alerts, agents_topic, agents_partitions, consuming, now_s)
-        if await self._helped(self._queues):
-            try:
-                update, self._queues = await self._run(store, _wallboard, *args, store.window_sums)
-                self.wallboard_served["helpers"] += 1
-                return update
-            except StoreUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - as in scrape: this update is built here, the helpers restart
-                self._failed(exc, "wallboard update")
-        with gc_paused():  # until the payload is encoded and dropped (ccmon/gcpause.py)
-            payload = await read_payload(store, *args)
-            self._queues = len(payload["queues"])
-            update = message(payload)
-        self.wallboard_served["worker"] += 1
+        update, self._queues = await self._read(store, self._queues, self.wallboard_served, "wallboard update",
+                                                _update, cfg, alerts, agents_topic, agents_partitions, consuming,
+                                                now_s)
         return update
 
     async def snapshot(self, store: Store, now_ms: Optional[int], only: Optional[list[str]]) -> bytes:
         """``/api/snapshot``'s body, the snapshot at ``now_ms`` (now by default) of the queues ``only`` (all by
         default) as JSON: built in a helper when it covers ``read_min_queues`` queues, else here."""
-        if await self._helped(self._queues if only is None else len(only)):
-            at = int(store.clock() * 1000) if now_ms is None else now_ms
+        at = int(store.clock() * 1000) if now_ms is None else now_ms
+        body, queues = await self._read(store, self._queues if only is None else len(only), self.snapshots_served,
+                                        "/api/snapshot read", _snapshot, at, only)
+        if only is None:
+            self._queues = queues
+        return body
+
+    async def _read(self, store: Store, queues: int, served: dict[str, int], what: str, read: Any,
+                    *args: Any) -> Any:
+        """``read(store, *args)``: in a helper when the read covers ``queues`` queues and they are up (else they start
+        now), here otherwise or when a helper fails; ``served`` counts who did it."""
+        if await self._helped(queues):
             try:
-                body, queues = await self._run(store, _snapshot, at, only, store.window_sums)
-                if only is None:
-                    self._queues = queues
-                self.snapshots_served["helpers"] += 1
-                return body
+                out = await self._run(store, _in_helper, store.window_sums, read, *args)
+                served["helpers"] += 1
+                return out
             except StoreUnavailable:
                 raise
-            except Exception as exc:  # noqa: BLE001 - as in scrape
-                self._failed(exc, "/api/snapshot read")
-        with gc_paused():  # until the snapshot is encoded and dropped (ccmon/gcpause.py)
-            snap = await store.snapshot(now_ms=now_ms, only=only)
-            if only is None:
-                self._queues = len(snap["queues"])  # type: ignore[arg-type]
-            body = snapshot_json(snap)
-        self.snapshots_served["worker"] += 1
-        return body
+            except Exception as exc:  # noqa: BLE001 - as in scrape: this one is served here, the helpers restart
+                self._failed(exc, what)
+        out = await read(store, *args)
+        served["worker"] += 1
+        return out
 
     async def _helped(self, queues: int) -> bool:
         """Whether a read of ``queues`` queues goes to a helper (and they are up: else they start now)."""
@@ -250,44 +242,33 @@ def _ping() -> bool:
     return True
 
 
-def _shard(queues: list[str], now_ms: int, openmetrics: bool, first: bool, window_sums: bool) -> Shard:
+def _in_helper(window_sums: bool, read: Any, *args: Any) -> Any:
+    """``read(store, *args)`` on this helper's loop and store (window sums kept or not, as the worker's store)."""
+    store: Store = _helper["store"]
+    store.window_sums = window_sums
+    return _helper["loop"].run_until_complete(read(store, *args))
+
+
+async def _shard(store: Store, queues: list[str], now_ms: int, openmetrics: bool, first: bool) -> Shard:
     """One slice of the queues at ``now_ms``: its sections (each family's samples joined and encoded), its
     custom metrics' summed counters and, for the first slice, what belongs to no queue."""
-    store: Store = _helper["store"]
-    store.window_sums = window_sums
-
-    async def read() -> Shard:
-        with gc_paused():  # the whole snapshot lives until its lines are written (ccmon/gcpause.py)
-            snap = await store.snapshot(now_ms=now_ms, only=queues, rollup_all=False, with_global=first, sums=True)
-            sections = [(head, "".join(lines).encode())  # type: ignore[arg-type]
-                        for head, lines in snapshot_sections(snap, openmetrics, whole=False)]
-            return sections, snap["custom_sums"], snap["kpis"]  # type: ignore[return-value]
-
-    return _helper["loop"].run_until_complete(read())  # type: ignore[no-any-return]
+    with gc_paused():  # the whole snapshot lives until its lines are written (ccmon/gcpause.py)
+        snap = await store.snapshot(now_ms=now_ms, only=queues, rollup_all=False, with_global=first, sums=True)
+        sections = [(head, "".join(lines).encode())  # type: ignore[arg-type]
+                    for head, lines in snapshot_sections(snap, openmetrics, whole=False)]
+        return sections, snap["custom_sums"], snap["kpis"]  # type: ignore[return-value]
 
 
-def _wallboard(cfg: AlertsConfig, alerts: list[dict[str, Any]], agents_topic: str, agents_partitions: int,
-               consuming: bool, now_s: float, window_sums: bool) -> tuple[bytes, int]:
+async def _update(store: Store, cfg: AlertsConfig, alerts: list[dict[str, Any]], agents_topic: str,
+                  agents_partitions: int, consuming: bool, now_s: float) -> tuple[bytes, int]:
     """A wallboard update at ``now_s``, encoded, and the queues it shows."""
-    store: Store = _helper["store"]
-    store.window_sums = window_sums
-
-    async def read() -> tuple[bytes, int]:
-        with gc_paused():
-            payload = await read_payload(store, cfg, alerts, agents_topic, agents_partitions, consuming, now_s)
-            return message(payload), len(payload["queues"])
-
-    return _helper["loop"].run_until_complete(read())  # type: ignore[no-any-return]
+    with gc_paused():  # until the payload is encoded and dropped (ccmon/gcpause.py)
+        payload = await read_payload(store, cfg, alerts, agents_topic, agents_partitions, consuming, now_s)
+        return message(payload), len(payload["queues"])
 
 
-def _snapshot(now_ms: int, only: Optional[list[str]], window_sums: bool) -> tuple[bytes, int]:
+async def _snapshot(store: Store, now_ms: int, only: Optional[list[str]]) -> tuple[bytes, int]:
     """The snapshot at ``now_ms`` of the queues ``only`` (all: None) as JSON, and the queues it shows."""
-    store: Store = _helper["store"]
-    store.window_sums = window_sums
-
-    async def read() -> tuple[bytes, int]:
-        with gc_paused():
-            snap = await store.snapshot(now_ms=now_ms, only=only)
-            return snapshot_json(snap), len(snap["queues"])  # type: ignore[arg-type]
-
-    return _helper["loop"].run_until_complete(read())  # type: ignore[no-any-return]
+    with gc_paused():  # until the snapshot is encoded and dropped
+        snap = await store.snapshot(now_ms=now_ms, only=only)
+        return snapshot_json(snap), len(snap["queues"])  # type: ignore[arg-type]
