@@ -160,18 +160,22 @@ def _runout(tl: _Timeline, cfg: MetricsConfig, target_of: Callable[[str], int]) 
     return None
 
 
-def _runouts(tl: _Timeline, cfg: MetricsConfig) -> tuple[Optional[int], Optional[int]]:
-    """``_runout`` of the first-response and the resolution clocks; for a ticket that never moved queue (most of
-    them), without its loop over segments."""
+def _runouts(tl: _Timeline, cfg: MetricsConfig, clocks: Sequence[int] = (0, 1), num: int = 1,
+             den: int = 1) -> tuple[Optional[int], ...]:
+    """``_runout`` of the given clocks (0: first response, 1: resolution) at ``num / den`` of their targets (rounded
+    down); for a ticket that never moved queue (most of them), without its loop over segments."""
     if len(tl.segments) == 1:
         start, queue = tl.segments[0]
         qc = cfg.queue(queue)
         at = max(start, tl.created)
-        frt, res = qc.sla_targets(tl.priority)
-        return (at if frt <= 0 else deadline(qc.calendar, at, frt, tl.pauses),
-                at if res <= 0 else deadline(qc.calendar, at, res, tl.pauses))
-    return (_runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[0]),
-            _runout(tl, cfg, lambda q: cfg.queue(q).sla_targets(tl.priority)[1]))
+        targets = qc.sla_targets(tl.priority)
+        out = []
+        for i in clocks:
+            target = targets[i] * num // den
+            out.append(at if target <= 0 else deadline(qc.calendar, at, target, tl.pauses))
+        return tuple(out)
+    return tuple(_runout(tl, cfg, lambda q, i=i: cfg.queue(q).sla_targets(tl.priority)[i] * num // den)
+                 for i in clocks)
 
 
 def _clock(tl: _Timeline, cfg: MetricsConfig, until: int) -> int:
@@ -252,8 +256,7 @@ def ticket_facts(events: Sequence[TicketEvent], cfg: MetricsConfig, final: bool 
             m.append((Z_BACKLOG, q, backlog))
         running = [i for i, done in ((0, reply), (1, first_solve)) if done is None]  # clocks still running
         breach = [t for t in ((frt_run, res_run)[i] for i in running) if t is not None]
-        soon = [t for t in (_runout(tl, cfg, lambda queue, i=i: cfg.queue(queue).sla_targets(tl.priority)[i] * 4 // 5)
-                            for i in running) if t is not None]
+        soon = [t for t in _runouts(tl, cfg, running, 4, 5) if t is not None]
         if breach:
             m.append((Z_BREACH, q, min(breach)))
         if soon:

@@ -232,14 +232,18 @@ def test_an_inert_event_leaves_the_contributions_as_they_are(events: list) -> No
 @settings(max_examples=300, deadline=None)
 @given(_ticket_history(), st.sampled_from(["desk", "office", "vip"]))
 def test_the_one_queue_shortcut_gives_the_clocks_run_out_of_the_general_walk(events: list, moved_to: str) -> None:
-    """``_runouts`` computes a ticket's clocks' run-out without ``_runout``'s loop when it never moved queue; the
-    same with a queue move appended, which takes the loop."""
+    """``_runouts`` computes a ticket's clocks' run-out, whole or at 80% of their targets (the "soon" gauge),
+    without ``_runout``'s loop when it never moved queue; the same with a queue move appended, which takes the loop."""
     from agents.core import ticket_event_tuple
     from agents.tickets import _runout, _runouts, _timeline
 
     history = sorted(ticket_event_tuple(ev) for ev in events)
     for tuples in (history, sorted([*history, (T0 + 5 * H, "mv", "assign", moved_to, "a1", "")])):
         tl = _timeline(tuples, CFG)
-        if tl is not None:
-            assert _runouts(tl, CFG) == tuple(_runout(tl, CFG, lambda q, i=i: CFG.queue(q).sla_targets(tl.priority)[i])
-                                              for i in (0, 1))
+        if tl is None:
+            continue
+        assert _runouts(tl, CFG) == tuple(_runout(tl, CFG, lambda q, i=i: CFG.queue(q).sla_targets(tl.priority)[i])
+                                          for i in (0, 1))
+        for clocks in ((0, 1), (0,), (1,), ()):
+            assert _runouts(tl, CFG, clocks, 4, 5) == tuple(
+                _runout(tl, CFG, lambda q, i=i: CFG.queue(q).sla_targets(tl.priority)[i] * 4 // 5) for i in clocks)
