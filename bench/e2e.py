@@ -31,10 +31,12 @@ import msgspec  # noqa: E402
 import redis  # noqa: E402
 
 from agents.oracle import compute  # noqa: E402
+from agents.core import TOTAL  # noqa: E402
 from ccmon.services import (  # noqa: E402
     Embedded, free_port, process_usage, python_cmd, spawn, start_embedded, stop,
 )
 from ccmon.settings import Settings, child_environment  # noqa: E402
+from ccmon.store import PREFIX  # noqa: E402
 from streams.events import DOMAINS, Event, event_from_dict  # noqa: E402
 from streams.producer import Publisher  # noqa: E402
 from streams.simulator import SimConfig, generate  # noqa: E402
@@ -54,6 +56,7 @@ MEMORY_CONFIG_YAML = "fcr_window: 15m\n"
 # The memory run's steady rate: one worker sustains it while the producer shares the two cores, so the worker's
 # backlog, and what it buffers of it, stays alike from the first sample to the last. ``--rate 0``: unpaced.
 MEMORY_RATE = 20_000.0
+WITHOUT_DIR = Path(__file__).resolve().parent / "without"  # its sitecustomize leaves a part out (--without)
 
 
 def status(text: str) -> None:
@@ -200,9 +203,10 @@ class Stack:
         pub.close()
         return n
 
-    def start_worker(self, name: str = "worker", profile: Optional[Path] = None,
+    def start_worker(self, name: str = "worker", profile: Optional[Path] = None, without: str = "",
                      **settings: str) -> tuple[subprocess.Popen, str]:
-        """Start ``ccmon worker`` (under py-spy when ``profile`` names an output) with its base URL."""
+        """Start ``ccmon worker`` (under py-spy when ``profile`` names an output) with its base URL; ``without``: a
+        part of its work it leaves out (``bench/without/sitecustomize.py``)."""
         port = free_port()
         log = self.root / f"{name}-{len(self.workers)}.log"
         cmd = python_cmd("worker")
@@ -211,7 +215,11 @@ class Stack:
             rate = os.environ.get("SPY_RATE", "100")  # samples per second
             cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", rate, *gil,
                    "-o", str(profile), "--", *cmd]
-        proc = spawn(cmd, log, self.environ(http_port=str(port), **settings))
+        env = self.environ(http_port=str(port), **settings)
+        if without:
+            env["BENCH_WITHOUT"] = without
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WITHOUT_DIR), env.get("PYTHONPATH")]))
+        proc = spawn(cmd, log, env)
         self.workers.append(proc)
         return proc, f"http://127.0.0.1:{port}"
 
@@ -391,10 +399,12 @@ def oracle_check(stack: Stack, items: list[Event]) -> int:
 
 def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path] = None,
                extra: Optional[dict[str, str]] = None, profile: Optional[Path] = None,
-               screens: int = 0) -> dict[str, float]:
+               screens: int = 0, without: str = "") -> dict[str, float]:
     """Pre-produce ``n`` events; time the raw consumer, then ``workers`` ccmon workers over the same topics.
 
-    ``screens``: that many wallboard screens stay open on the first worker through the run (:class:`Screens`)."""
+    ``screens``: that many wallboard screens stay open on the first worker through the run (:class:`Screens`).
+    ``without``: the workers leave that part of their work out (``bench/without/sitecustomize.py``), and the
+    snapshot is not checked."""
     with tempfile.TemporaryDirectory(prefix="ccmon-bench-") as tmp:
         stack = Stack(Path(root or tmp))
         try:
@@ -403,7 +413,7 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
             status(f"produced {produced:,} events; raw consumer baseline…")
             topics = [stack.settings.topic(d) for d in DOMAINS]
             raw = raw_consumer(stack.bootstrap, topics, produced)
-            started = [stack.start_worker(f"w{i}", profile, **(extra or {})) for i in range(workers)]
+            started = [stack.start_worker(f"w{i}", profile, without, **(extra or {})) for i in range(workers)]
             procs = [p for p, _ in started]
             # The clock starts when the first worker holds partitions: its first fetch follows at once.
             assigned = wait_assigned(stack, [b for _, b in started[:1]], procs)
@@ -435,7 +445,15 @@ def throughput(n: int, workers: int = 1, check: bool = True, root: Optional[Path
                 out["screens"] = {"screens": screens, **updates}
             out["gc"] = gc  # the cyclic GC's pauses in the worker(s) over the run, and their share of its CPU
             out["gc_share_of_cpu"] = sum(gc["seconds"]) / cpu if cpu else 0.0
-            if check:
+            if without:
+                # The part left out writes no counter: a lifetime hash in Redis means the worker did the whole work.
+                held = sum(1 for _ in stack.redis().scan_iter(match=f"{PREFIX}{TOTAL}:*", count=1000))
+                if held:
+                    raise SystemExit(f"the worker kept its {without} (Redis holds {held} lifetime counter hashes): "
+                                     f"{WITHOUT_DIR / 'sitecustomize.py'} was not loaded; check that PYTHONPATH "
+                                     "reaches the worker")
+                out["without"] = without
+            elif check:
                 status("comparing the snapshot with the oracle…")
                 out["oracle_queues"] = oracle_check(stack, [e for e, _ in items])
             return out
@@ -686,13 +704,16 @@ def main() -> None:
     ap.add_argument("--broker-only", action="store_true",
                     help="latency: no worker; time the probes as the broker hands them out (the floor)")
     ap.add_argument("--profile", type=Path, help="record the worker with py-spy into this file (raw format)")
+    ap.add_argument("--without", choices=["core", "writes"],
+                    help="throughput: the worker leaves out its domain cores, or the encoding and writing of what "
+                         "they produce (what making that part faster could buy; counts are then wrong, not checked)")
     ap.add_argument("--alerts", type=Path,
                     help="latency, memory: the worker's alerts file (default: the built-in rules); a file saying "
                          "`builtin_rules: false` turns the evaluator off")
     args = ap.parse_args()
     if args.scenario == "throughput":
         print(json.dumps(throughput(args.events, args.workers, check=not args.no_check, profile=args.profile,
-                                    screens=args.screens), indent=2))
+                                    screens=args.screens, without=args.without or ""), indent=2))
     elif args.scenario == "latency":
         print(json.dumps(latency(seconds=args.seconds, profile=args.profile, broker_only=args.broker_only,
                                  alerts=args.alerts, screens=args.screens), indent=2))
