@@ -1,6 +1,6 @@
 """Run every benchmark, print one table of figures, and write it to ``bench/results/``.
 
-    .venv/bin/python bench/run.py            # the full run (about 15 minutes on the 2-core machine)
+    .venv/bin/python bench/run.py            # the full run (about 25 minutes on the 2-core machine)
     .venv/bin/python bench/run.py --quick    # a small smoke version (about a minute)
 
 Throughput figures are medians over ``--repeat`` runs; each run also compares the worker's final
@@ -57,8 +57,8 @@ def main() -> None:
     ap.add_argument("--memory-events", type=int, help="events of the memory run (default 10,000,000; quick 200,000)")
     ap.add_argument("--scrape-queues", type=int, help="queues of the scrape run (default 500; quick 20)")
     ap.add_argument("--latency-seconds", type=float, help="length of the latency run (default 60; quick 5)")
-    ap.add_argument("--only", default="throughput,scaling,latency,memory,scrape",
-                    help="comma-separated subset of: throughput, scaling, latency, memory, scrape")
+    ap.add_argument("--only", default="throughput,parts,scaling,latency,memory,scrape",
+                    help="comma-separated subset of: throughput, parts, scaling, latency, memory, scrape")
     ap.add_argument("--out", type=Path, help="results file (default bench/results/run[-quick].md)")
     args = ap.parse_args()
     q = args.quick
@@ -77,7 +77,7 @@ def main() -> None:
         print(f"{figure:<58} {value:>24}  {target}", flush=True)
 
     one = None
-    if "throughput" in only or "scaling" in only:
+    if only & {"throughput", "scaling", "parts"}:
         runs = [e2e.throughput(n, 1) for _ in range(repeat)]
         one = statistics.median(r["events_per_s"] for r in runs)
         raw = statistics.median(r["raw_events_per_s"] for r in runs)
@@ -93,6 +93,19 @@ def main() -> None:
         show("cyclic GC in the worker, median run: collections young / middle / full, share of its CPU",
              " / ".join(str(n) for n in gc["collections"])
              + f", {statistics.median(r['gc_share_of_cpu'] for r in runs) * 100:.1f}%", "")
+    if "parts" in only:
+        # A worker that leaves a part of its work out (e2e.py --without), median of as many runs: where its CPU goes.
+        whole = statistics.median(r["worker_cpu_us_per_event"] for r in runs)
+        cpu: dict[str, float] = {}
+        for part, what in (("core", "without its domain cores"),
+                           ("writes", "without encoding or writing what the cores produce")):
+            pruns = [e2e.throughput(n, 1, without=part) for _ in range(repeat)]
+            cpu[part] = statistics.median(r["worker_cpu_us_per_event"] for r in pruns)
+            show(f"worker {what} (--without {part}; counts not kept), median of {repeat}",
+                 f"{statistics.median(r['events_per_s'] for r in pruns):,.0f} ev/s, {cpu[part]:,.1f} µs", "")
+        around, cores = cpu["core"], cpu["writes"]
+        show("worker CPU per event: around the cores / the cores / their writes",
+             f"{around:,.1f} / {cores - around:,.1f} / {whole - cores:,.1f} µs", "")
     if "scaling" in only:
         runs2 = [e2e.throughput(n, 2) for _ in range(repeat)]
         two = statistics.median(r["events_per_s"] for r in runs2)
