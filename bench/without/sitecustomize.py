@@ -1,8 +1,9 @@
 """What a worker does at full speed without one part of its work: ``bench/e2e.py throughput --without PART``.
 
 Python imports this module at start-up when its folder is on ``PYTHONPATH``, which only that benchmark run sets
-(with ``BENCH_WITHOUT``). The figures bound what making the part faster could buy. They are not ccmon's figures:
-the run's counts are knowingly wrong, and the benchmark does not compare them with the oracle.
+(with ``BENCH_WITHOUT``); for that worker it takes the place of any ``sitecustomize`` the interpreter has. The
+figures bound what making the part faster could buy. They are not ccmon's figures: the run's counts are knowingly
+wrong, and the benchmark does not compare them with the oracle.
 
 ``BENCH_WITHOUT=core``: no domain core. Every event is decoded, partition-checked and accepted as applied, and
 changes nothing: no deltas, no entity states. Offsets, stats and latencies are committed as usual.
